@@ -1,0 +1,88 @@
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+/** A nats-server child process with JetStream. `url` is `nats://127.0.0.1:<port>`. */
+export interface NatsServerHandle {
+  url: string;
+  port: number;
+  storeDir: string;
+  pid: number;
+  /** SIGTERM, wait for exit (SIGKILL after 5 s), remove the store unless `keepStore` was set. */
+  stop(): Promise<void>;
+}
+
+/** Locates the nats-server binary: `NATS_SERVER_BIN`, then PATH, then Debian's `/usr/sbin/nats-server`. */
+export function findNatsServer(): string {
+  const fromEnv = process.env.NATS_SERVER_BIN;
+  if (fromEnv && existsSync(fromEnv)) return fromEnv;
+  for (const dir of (process.env.PATH ?? "").split(":")) {
+    if (dir && existsSync(join(dir, "nats-server"))) return join(dir, "nats-server");
+  }
+  for (const p of ["/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/usr/bin/nats-server"])
+    if (existsSync(p)) return p;
+  throw new Error(
+    "nats-server not found: install it (apt-get install -y nats-server) or set NATS_SERVER_BIN",
+  );
+}
+
+/**
+ * Starts `nats-server -js` on a random loopback port with a store dir (a new temp dir unless given),
+ * and resolves once it reports ready (timeout 20 s).
+ * @throws when the binary is missing or the server does not become ready.
+ */
+export async function startNatsServer(
+  opts: { storeDir?: string; keepStore?: boolean; configFile?: string } = {},
+): Promise<NatsServerHandle> {
+  const bin = findNatsServer();
+  const storeDir = opts.storeDir ?? (await mkdtemp(join(tmpdir(), "longshot-nats-")));
+  const portsDir = await mkdtemp(join(tmpdir(), "longshot-nats-ports-"));
+  const args = ["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", storeDir, "--ports_file_dir", portsDir];
+  if (opts.configFile) args.unshift("-c", opts.configFile);
+  const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  const ready = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`nats-server not ready after 20 s:\n${stderr.slice(-2000)}`)),
+      20_000,
+    );
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.includes("Server is ready")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`nats-server exited with ${code}:\n${stderr.slice(-2000)}`));
+    });
+  });
+  await ready;
+  child.stderr.removeAllListeners("data");
+  child.stderr.resume();
+  const file = (await readdir(portsDir)).find((f) => f.endsWith(".ports"));
+  if (!file) throw new Error("nats-server wrote no ports file");
+  const ports = JSON.parse(await readFile(join(portsDir, file), "utf8")) as { nats: string[] };
+  await rm(portsDir, { recursive: true, force: true });
+  const url = ports.nats[0]!;
+  const port = Number(new URL(url).port);
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  return {
+    url,
+    port,
+    storeDir,
+    pid: child.pid!,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGTERM");
+        const t = setTimeout(() => child.kill("SIGKILL"), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+      if (!opts.keepStore) await rm(storeDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,119 @@
+import { Subjects } from "./subjects.ts";
+
+/** Nanoseconds from milliseconds (stream and consumer configs take ns). */
+const ns = (ms: number) => ms * 1_000_000;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** Stream definitions (JetStream `StreamConfig` subset). All file storage, limits retention, kept 7 days. */
+export const Streams = {
+  REQUESTS: { name: "REQUESTS", subjects: [Subjects.request], description: "Public run requests" },
+  TASKS: {
+    name: "TASKS",
+    subjects: [Subjects.allTasks()],
+    description: "Tasks ready for a sandbox or a subplanner",
+  },
+  HANDOFFS: { name: "HANDOFFS", subjects: [Subjects.allHandoffs], description: "Task attempt handoffs" },
+  EVENTS: {
+    name: "EVENTS",
+    subjects: [`${Subjects.runEvents("*")}`],
+    description: "Run, task, merge and health events",
+  },
+} as const;
+export type StreamName = keyof typeof Streams;
+
+/** Shared stream defaults: `max_age` and `duplicate_window` in ns. */
+export const STREAM_DEFAULTS = {
+  retention: "limits",
+  storage: "file",
+  max_age: ns(7 * DAY_MS),
+  duplicate_window: ns(2 * 60_000),
+} as const;
+
+/**
+ * A durable pull consumer. `ackWaitMs` is how long a delivery may go without `ack`/`working()` before it is
+ * redelivered; `maxDeliver` bounds redeliveries (then the message is a visible failure, see libs/bus).
+ */
+export interface ConsumerDef {
+  stream: StreamName;
+  name: string;
+  filter: string;
+  ackWaitMs: number;
+  maxDeliver: number;
+  maxAckPending: number;
+}
+
+/** Every durable consumer of the system. `maxAckPending` of the dispatcher is raised to its prefetch at runtime. */
+export const Consumers = {
+  plannerRequests: {
+    stream: "REQUESTS",
+    name: "planner-requests",
+    filter: Subjects.request,
+    ackWaitMs: 60_000,
+    maxDeliver: 5,
+    maxAckPending: 64,
+  },
+  plannerHandoffs: {
+    stream: "HANDOFFS",
+    name: "planner-handoffs",
+    filter: Subjects.allHandoffs,
+    ackWaitMs: 60_000,
+    maxDeliver: 10,
+    maxAckPending: 256,
+  },
+  plannerMerges: {
+    stream: "EVENTS",
+    name: "planner-merges",
+    filter: Subjects.eventsOfType("merge.*"),
+    ackWaitMs: 60_000,
+    maxDeliver: 10,
+    maxAckPending: 256,
+  },
+  plannerHealth: {
+    stream: "EVENTS",
+    name: "planner-health",
+    filter: Subjects.eventsOfType("health.swept"),
+    ackWaitMs: 60_000,
+    maxDeliver: 10,
+    maxAckPending: 64,
+  },
+  dispatcher: {
+    stream: "TASKS",
+    name: "dispatcher",
+    filter: Subjects.allTasks("execute"),
+    ackWaitMs: 60_000,
+    maxDeliver: 5,
+    maxAckPending: 1000,
+  },
+  merger: {
+    stream: "HANDOFFS",
+    name: "merger",
+    filter: Subjects.allHandoffs,
+    ackWaitMs: 60_000,
+    maxDeliver: 10,
+    maxAckPending: 1000,
+  },
+  reconcilerMerges: {
+    stream: "EVENTS",
+    name: "reconciler-merges",
+    filter: Subjects.eventsOfType("merge.merged"),
+    ackWaitMs: 60_000,
+    maxDeliver: 10,
+    maxAckPending: 256,
+  },
+  reconcilerSweeps: {
+    stream: "EVENTS",
+    name: "reconciler-sweeps",
+    filter: Subjects.eventsOfType("sweep.requested"),
+    ackWaitMs: 60_000,
+    maxDeliver: 10,
+    maxAckPending: 64,
+  },
+} as const satisfies Record<string, ConsumerDef>;
+
+/** KV buckets holding state that must survive restarts. Keys are ids (see `Id`). */
+export const Buckets = {
+  /** Planner-owned run state, key = runId. */
+  runs: "longshot-runs",
+  /** Merger's record of merged tasks, key = taskId → merged sha. */
+  merged: "longshot-merged",
+} as const;
