@@ -42,10 +42,7 @@ export interface HandlerContext {
   lastDelivery: boolean;
 }
 
-export interface ConsumeOptions<T> {
-  /** Turns a raw message into the handler's payload; throw TerminalError (or any error) for bad input. */
-  decode: (msg: JsMsg) => T;
-  handler: (data: T, ctx: HandlerContext) => Promise<void>;
+export interface ConsumeOptions {
   /** Handlers running at once (messages are pulled only when a slot is free). Default 1. */
   concurrency?: number;
   /** Interval of automatic `working()` heartbeats while a handler runs, ms. Default ackWait/3. */
@@ -187,8 +184,14 @@ export class Bus {
    * success → ack; RetryableError (or any other error) → nak(delay), except on the last allowed delivery
    * where it is terminated and reported; TerminalError or a decode failure → term + `error.rejected` event.
    * Sends `working()` heartbeats while a handler runs. Plain `term()` only (term(reason) is broken on 2.9).
+   * `decode` turns a raw message into the handler's payload; it throws TerminalError (or anything) for bad input.
    */
-  async consume<T>(c: ConsumerDef, opts: ConsumeOptions<T>): Promise<Consumption> {
+  async consume<T>(
+    c: ConsumerDef,
+    decode: (msg: JsMsg) => T,
+    handler: (data: T, ctx: HandlerContext) => Promise<void>,
+    opts: ConsumeOptions = {},
+  ): Promise<Consumption> {
     const concurrency = Math.max(1, opts.concurrency ?? 1);
     const heartbeatMs = opts.heartbeatMs ?? Math.max(1000, Math.floor(c.ackWaitMs / 3));
     const consumer = await this.js.consumers.get(c.stream, c.name);
@@ -209,13 +212,13 @@ export class Bus {
       try {
         let data: T;
         try {
-          data = opts.decode(msg);
+          data = decode(msg);
         } catch (e) {
           throw e instanceof TerminalError
             ? e
             : new TerminalError(`undecodable message: ${ensureError(e).message}`);
         }
-        await opts.handler(data, { msg, log, deliveryCount, lastDelivery });
+        await handler(data, { msg, log, deliveryCount, lastDelivery });
         msg.ack();
       } catch (thrown) {
         const err = ensureError(thrown);

@@ -80,17 +80,18 @@ describe("bus", () => {
     const seen: string[] = [];
     let failedOnce = false;
     const rejected = bus.nc.subscribe(Subjects.event("run-1", "error.rejected"), { max: 1 });
-    const consumption = await bus.consume(Consumers.merger, {
-      decode: envelopeDecoder(HandoffMessage),
-      concurrency: 2,
-      handler: async (env) => {
+    const consumption = await bus.consume(
+      Consumers.merger,
+      envelopeDecoder(HandoffMessage),
+      async (env) => {
         if (env.data.taskId === "t-retry" && !failedOnce) {
           failedOnce = true;
           throw new RetryableError("transient", { delayMs: 100 });
         }
         seen.push(env.data.taskId);
       },
-    });
+      { concurrency: 2 },
+    );
     await bus.publish(HandoffMessage, ["run-1"], handoff("t-retry"), { runId: "run-1" });
     await bus.js.publish(Subjects.handoff("run-1"), JSON.stringify({ runId: "run-1", nonsense: true }));
     for await (const m of rejected) {

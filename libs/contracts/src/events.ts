@@ -74,6 +74,9 @@ export const EventData = {
   }),
   "merge.merged": z.object({
     taskId: TaskId,
+    /** The target repository and base branch, so a reconciler can sweep without a lookup. */
+    repo: z.string(),
+    baseBranch: z.string(),
     branch: z.string(),
     /** The new head of the base branch after the merge. */
     sha: z.string(),
@@ -89,7 +92,12 @@ export const EventData = {
   }),
   "merge.skipped": z.object({ taskId: TaskId, branch: z.string(), reason: z.string() }),
   "merge.failed": z.object({ taskId: TaskId, branch: z.string(), reason: z.string() }),
-  "sweep.requested": z.object({ requestId: z.string(), reason: z.string() }),
+  "sweep.requested": z.object({
+    requestId: z.string(),
+    reason: z.string(),
+    repo: z.string(),
+    baseBranch: z.string(),
+  }),
   "health.swept": z.object({
     /** The commit of the base branch that was checked. */
     sha: z.string(),

@@ -114,6 +114,6 @@ export const Consumers = {
 export const Buckets = {
   /** Planner-owned run state, key = runId. */
   runs: "longshot-runs",
-  /** Merger's record of merged tasks, key = taskId → merged sha. */
+  /** Merger's record of merged tasks, key = `<runId>.<taskId>` → merged sha. */
   merged: "longshot-merged",
 } as const;

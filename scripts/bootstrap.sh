@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what Longshot needs on a fresh machine, idempotently, then puts it on PATH.
+# Source it (`. scripts/bootstrap.sh`) from the repo root; it exports PATH.
+#   - Node >= 22: the system's if new enough, else Node 24 from the npm registry's `node` package in .tools/node
+#   - pnpm 10 in .tools/node (from the npm registry; corepack is not used)
+#   - nats-server (Debian package) when missing
+#   - workspace dependencies (pnpm install --frozen-lockfile) when the lockfile changed
+set -euo pipefail
+LONGSHOT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$LONGSHOT_ROOT/.tools/node"
+say() { [ "${LONGSHOT_QUIET:-0}" = 1 ] || echo "bootstrap: $*" >&2; }
+
+node_major() { "$1" -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+
+if [ -x "$TOOLS/bin/node" ] && [ "$(node_major "$TOOLS/bin/node")" -ge 22 ]; then
+  export PATH="$TOOLS/bin:$PATH"
+elif command -v node >/dev/null && [ "$(node_major node)" -ge 22 ]; then
+  :
+else
+  say "installing Node 24 into .tools/node (npm registry package 'node@24')"
+  npm install -g --prefix "$TOOLS" --no-audit --no-fund --loglevel=error node@24 >&2
+  [ "$(node_major "$TOOLS/bin/node")" -ge 22 ] || { echo "bootstrap: Node 24 install failed" >&2; exit 1; }
+  export PATH="$TOOLS/bin:$PATH"
+fi
+
+if ! command -v pnpm >/dev/null || [ "$(pnpm --version 2>/dev/null | cut -d. -f1)" != 10 ]; then
+  if [ ! -x "$TOOLS/bin/pnpm" ]; then
+    say "installing pnpm 10 into .tools/node"
+    npm install -g --prefix "$TOOLS" --no-audit --no-fund --loglevel=error pnpm@10 >&2
+  fi
+  export PATH="$TOOLS/bin:$PATH"
+fi
+
+export PATH="$PATH:/usr/sbin:/usr/local/sbin"
+if ! command -v nats-server >/dev/null; then
+  say "installing nats-server (Debian package)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >&2 \
+    || { echo "bootstrap: could not install nats-server; install it or set NATS_SERVER_BIN" >&2; exit 1; }
+fi
+command -v git >/dev/null || { echo "bootstrap: git is required" >&2; exit 1; }
+
+STAMP="$LONGSHOT_ROOT/node_modules/.longshot-lock"
+LOCKSUM="$(sha1sum "$LONGSHOT_ROOT/pnpm-lock.yaml" | cut -d' ' -f1)"
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$LOCKSUM" ]; then
+  say "installing workspace dependencies (pnpm install --frozen-lockfile)"
+  (cd "$LONGSHOT_ROOT" && pnpm install --frozen-lockfile --reporter=silent >&2)
+  echo "$LOCKSUM" > "$STAMP"
+fi

@@ -1,0 +1,127 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, type WriteStream } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { connectBus, type NatsServerHandle, startNatsServer } from "@longshot/bus";
+import { createLogger } from "@longshot/log";
+
+/** Repository root (this file is services/cli/src/cluster.ts). */
+export const ROOT = new URL("../../../", import.meta.url).pathname;
+
+/** The services an embedded cluster runs, each as its own process `longshot-<service>`. */
+export const CLUSTER_SERVICES = ["planner", "dispatcher", "merger", "reconciler"] as const;
+
+export interface EmbeddedCluster {
+  natsUrl: string;
+  stateDir: string;
+  logDir: string;
+  /** pid per service (current incarnation). */
+  pids(): Record<string, number | undefined>;
+  /** Restarts so far per service. */
+  restarts(): Record<string, number>;
+  /** SIGTERM every service (SIGKILL after 10 s), then the NATS server. */
+  stop(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  /** State dir: NATS store, service state (clones), logs. */
+  stateDir: string;
+  /** Extra environment for every service (model endpoint, limits …). */
+  env: Record<string, string>;
+  /** Called with a line for the user (restarts). */
+  notify?: (line: string) => void;
+}
+
+/**
+ * Starts an embedded cluster: `nats-server -js` on a free loopback port with its store under `stateDir`,
+ * then every service as a child process (`node services/<svc>/src/main.ts`) logging to
+ * `<stateDir>/logs/<svc>.log`, after creating every stream, consumer and KV bucket. A service that dies is restarted after 1 s (like compose's
+ * `restart: unless-stopped`), at most 10 times. Services need no readiness wait: durable consumers hold
+ * messages until they attach.
+ */
+export async function startEmbeddedCluster(opts: ClusterOptions): Promise<EmbeddedCluster> {
+  const logDir = join(opts.stateDir, "logs");
+  await mkdir(logDir, { recursive: true });
+  const nats: NatsServerHandle = await startNatsServer({
+    storeDir: join(opts.stateDir, "nats"),
+    keepStore: false,
+  });
+  // The cluster is "up" once its streams and consumers exist: a plain publish right after this resolves
+  // is captured even before the services attach.
+  const bus = await connectBus({
+    servers: nats.url,
+    name: "longshot-cluster",
+    log: createLogger({ service: "cluster", level: "warn" }),
+  });
+  await bus.ensureTopology();
+  await bus.close();
+  const children = new Map<string, ChildProcess>();
+  const restarts: Record<string, number> = {};
+  const logs = new Map<string, WriteStream>();
+  let stopping = false;
+
+  const launch = (svc: string) => {
+    let log = logs.get(svc);
+    if (!log) {
+      log = createWriteStream(join(logDir, `${svc}.log`), { flags: "a" });
+      logs.set(svc, log);
+    }
+    const child = spawn(process.execPath, [join(ROOT, "services", svc, "src", "main.ts")], {
+      cwd: ROOT,
+      env: {
+        ...process.env,
+        ...opts.env,
+        NATS_URL: nats.url,
+        LONGSHOT_STATE_DIR: opts.stateDir,
+        // Children find the same Node first on PATH (workers run `node --test` etc.).
+        PATH: `${join(process.execPath, "..")}:${process.env.PATH ?? ""}`,
+      },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    child.stdout!.pipe(log, { end: false });
+    child.stderr!.pipe(log, { end: false });
+    children.set(svc, child);
+    child.once("exit", (code, signal) => {
+      if (stopping) return;
+      restarts[svc] = (restarts[svc] ?? 0) + 1;
+      if (restarts[svc]! > 10) {
+        opts.notify?.(
+          `${svc} died (${signal ?? code}) too often; not restarting. See ${join(logDir, `${svc}.log`)}`,
+        );
+        return;
+      }
+      opts.notify?.(`${svc} exited (${signal ?? `code ${code}`}); restarting`);
+      setTimeout(() => {
+        if (!stopping) launch(svc);
+      }, 1000);
+    });
+  };
+  for (const svc of CLUSTER_SERVICES) launch(svc);
+
+  return {
+    natsUrl: nats.url,
+    stateDir: opts.stateDir,
+    logDir,
+    pids: () => Object.fromEntries([...children].map(([k, c]) => [k, c.pid])),
+    restarts: () => ({ ...restarts }),
+    stop: async () => {
+      stopping = true;
+      await Promise.all(
+        [...children.values()].map(
+          (c) =>
+            new Promise<void>((resolve) => {
+              if (c.exitCode !== null || c.signalCode !== null) return resolve();
+              const t = setTimeout(() => c.kill("SIGKILL"), 10_000);
+              c.once("exit", () => {
+                clearTimeout(t);
+                resolve();
+              });
+              c.kill("SIGTERM");
+            }),
+        ),
+      );
+      for (const l of logs.values()) l.end();
+      await nats.stop();
+    },
+  };
+}

@@ -1,0 +1,227 @@
+import { execFile } from "node:child_process";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { git, makeRepo, tempDir, waitFor } from "@longshot/testkit";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CLUSTER_SERVICES, type EmbeddedCluster, startEmbeddedCluster } from "../src/cluster.ts";
+import { type SimLlmProcess, startSimLlmProcess } from "../src/demo.ts";
+
+const run = promisify(execFile);
+
+/** Two tasks that edit different regions of the same file, so the second merge needs a rebase. */
+const LIST_TS = [
+  "// list helpers",
+  "// region: first",
+  "// end region: first",
+  "",
+  "export function size(xs: readonly unknown[]): number {",
+  "  return xs.length;",
+  "}",
+  "",
+  "export function isEmpty(xs: readonly unknown[]): boolean {",
+  "  return xs.length === 0;",
+  "}",
+  "",
+  "// region: last",
+  "// end region: last",
+  "",
+].join("\n");
+
+const worker = (id: string, fn: string, region: string, test: string) => ({
+  name: `worker ${id}`,
+  match: { system: "You are a worker", user: `## Task: ${id}\n` },
+  turns: [
+    {
+      toolCalls: [
+        {
+          name: "edit",
+          arguments: {
+            path: "src/list.ts",
+            edits: [{ oldText: `// end region: ${region}`, newText: `${fn}\n// end region: ${region}` }],
+          },
+        },
+        { name: "write", arguments: { path: `test/${id}.test.ts`, content: test } },
+      ],
+    },
+    { toolCalls: [{ name: "bash", arguments: { command: "node --test" } }] },
+    {
+      content: `Done.\n\`\`\`json\n${JSON.stringify({ status: "complete", summary: `added ${id}`, filesChanged: ["src/list.ts"], concerns: [], suggestions: [] })}\n\`\`\``,
+    },
+  ],
+});
+
+const script = {
+  model: "sim-e2e",
+  conversations: [
+    {
+      name: "planner",
+      match: { system: "You are the root planner" },
+      turns: [
+        {
+          content: JSON.stringify({
+            scratchpad: "two independent helpers",
+            tasks: [
+              {
+                id: "add-first",
+                description: "Add first()",
+                scope: ["src/list.ts"],
+                acceptance: "tests pass",
+                priority: 3,
+              },
+              {
+                id: "add-last",
+                description: "Add last()",
+                scope: ["src/list.ts"],
+                acceptance: "tests pass",
+                priority: 5,
+              },
+            ],
+          }),
+        },
+        { content: JSON.stringify({ scratchpad: "done", tasks: [] }) },
+      ],
+    },
+    worker(
+      "add-first",
+      "export function first<T>(xs: readonly T[]): T | undefined {\n  return xs[0];\n}",
+      "first",
+      'import { test } from "node:test";\nimport assert from "node:assert/strict";\nimport { first } from "../src/list.ts";\ntest("first", () => assert.equal(first([1, 2]), 1));\n',
+    ),
+    worker(
+      "add-last",
+      "export function last<T>(xs: readonly T[]): T | undefined {\n  return xs[xs.length - 1];\n}",
+      "last",
+      'import { test } from "node:test";\nimport assert from "node:assert/strict";\nimport { last } from "../src/list.ts";\ntest("last", () => assert.equal(last([1, 2]), 2));\n',
+    ),
+  ],
+};
+
+let dir: Awaited<ReturnType<typeof tempDir>>;
+let sim: SimLlmProcess;
+let cluster: EmbeddedCluster;
+let nc: NatsConnection;
+let repo: string;
+
+beforeAll(async () => {
+  dir = await tempDir("longshot-e2e-");
+  repo = join(dir.path, "target");
+  await makeRepo(repo, {
+    "package.json": JSON.stringify(
+      { name: "list", type: "module", scripts: { test: "node --test" } },
+      null,
+      2,
+    ),
+    "src/list.ts": LIST_TS,
+    "test/list.test.ts":
+      'import { test } from "node:test";\nimport assert from "node:assert/strict";\nimport { size } from "../src/list.ts";\ntest("size", () => assert.equal(size([1]), 1));\n',
+  });
+  const scriptPath = join(dir.path, "script.json");
+  await writeFile(scriptPath, JSON.stringify(script));
+  const key = "sim-e2e-secret-key-0123456789";
+  sim = await startSimLlmProcess(scriptPath, key);
+  cluster = await startEmbeddedCluster({
+    stateDir: join(dir.path, "state"),
+    env: {
+      LLM_BASE_URL: sim.url,
+      LLM_API_KEY: key,
+      LLM_MODEL: sim.model,
+      MAX_WORKERS: "2",
+      LOG_LEVEL: "info",
+    },
+  });
+  nc = await connect({ servers: cluster.natsUrl });
+}, 60_000);
+
+afterAll(async () => {
+  await nc?.drain();
+  await cluster?.stop();
+  await sim?.stop();
+  await dir?.cleanup();
+});
+
+/** Collects a run's events (plain core subscription) until `until` matches. */
+async function eventsUntil(
+  runId: string,
+  until: string,
+): Promise<{ type: string; data: Record<string, unknown> }[]> {
+  const sub = nc.subscribe(`longshot.event.${runId}.>`);
+  const seen: { type: string; data: Record<string, unknown> }[] = [];
+  return {
+    sub,
+    done: (async () => {
+      for await (const m of sub) {
+        const e = m.json<{ type: string; data: Record<string, unknown> }>();
+        seen.push(e);
+        if (e.type === until) break;
+      }
+      return seen;
+    })(),
+  }.done;
+}
+
+describe("cluster end to end", () => {
+  it("runs every service as its own longshot-<service> process", async () => {
+    for (const svc of CLUSTER_SERVICES) {
+      const pid = cluster.pids()[svc]!;
+      // The title is set once the service's modules have loaded; no event announces it, so poll ps.
+      const title = await waitFor(
+        async () => {
+          const { stdout } = await run("ps", ["-o", "args=", "-p", String(pid)]);
+          return stdout.trim().startsWith("longshot-") ? stdout.trim() : undefined;
+        },
+        20_000,
+        100,
+      );
+      expect(title).toBe(`longshot-${svc}`);
+    }
+  });
+
+  it("rejects an invalid request with the reasons", async () => {
+    const runId = "run-invalid-1";
+    const events = eventsUntil(runId, "run.rejected");
+    nc.publish("longshot.request", JSON.stringify({ runId, prompt: "", repo: 42, extra: true }));
+    const seen = await events;
+    const rejected = seen.at(-1)!;
+    expect(rejected.type).toBe("run.rejected");
+    const paths = (rejected.data.errors as { path: string }[]).map((e) => e.path);
+    expect(paths).toEqual(expect.arrayContaining(["prompt", "repo"]));
+  });
+
+  it("rejects a request whose repository does not exist", async () => {
+    const runId = "run-norepo-1";
+    const events = eventsUntil(runId, "run.rejected");
+    nc.publish("longshot.request", JSON.stringify({ runId, prompt: "x", repo: join(dir.path, "missing") }));
+    const seen = await events;
+    expect((seen.at(-1)!.data.errors as { path: string }[])[0]!.path).toBe("repo");
+  });
+
+  it("turns a plain request into merged commits on a green main, rebasing the second edit of one file", async () => {
+    const runId = "run-e2e-1";
+    const events = eventsUntil(runId, "run.completed");
+    nc.publish(
+      "longshot.request",
+      JSON.stringify({ runId, prompt: "Add list helpers first() and last()", repo }),
+    );
+    const seen = await events;
+    const types = seen.map((e) => e.type);
+    expect(types[0]).toBe("run.accepted");
+    const summary = seen.at(-1)!.data;
+    expect(summary).toMatchObject({ status: "green", merged: 2, conflicts: 0, repo });
+    const merges = seen.filter((e) => e.type === "merge.merged").map((e) => e.data);
+    expect(merges.map((m) => m.taskId).sort()).toEqual(["add-first", "add-last"]);
+    expect(merges.some((m) => m.rebased === true)).toBe(true);
+    // Both edits are on main in the target repo, and its tests pass there.
+    const list = await readFile(join(repo, "src/list.ts"), "utf8");
+    expect(list).toContain("export function first");
+    expect(list).toContain("export function last");
+    expect(await git(repo, "rev-parse", "HEAD")).toBe(summary.head);
+    const { stdout } = await run(process.execPath, ["--test"], { cwd: repo }); // rejects on a failing test
+    expect(stdout).toMatch(/pass 3/);
+    // Merged exactly once each: one commit per task on main beyond the initial one.
+    const log = (await git(repo, "log", "--format=%s", "main")).split("\n");
+    expect(log.filter((s) => s.startsWith("add-first")).length).toBe(1);
+    expect(log.filter((s) => s.startsWith("add-last")).length).toBe(1);
+  });
+});

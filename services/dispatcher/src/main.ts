@@ -1,0 +1,39 @@
+import { envelopeDecoder, runService } from "@longshot/bus";
+import { llmEndpoints } from "@longshot/config";
+import { Consumers, TaskMessage } from "@longshot/contracts";
+import { createLocalSandboxProvider } from "@longshot/sandbox";
+import { PrioritySlots } from "./domain/slots.ts";
+import { createTaskHandler } from "./handlers/task.ts";
+
+const root = new URL("../../../", import.meta.url).pathname;
+
+runService("dispatcher", async ({ config, log, bus }) => {
+  const endpoint = llmEndpoints(config)[0];
+  if (!endpoint) throw new Error("no model endpoint configured: set LLM_BASE_URL or LLM_ENDPOINTS");
+  const provider = createLocalSandboxProvider({
+    workerEntry: `${root}services/worker/src/main.ts`,
+    systemPromptPath: `${root}prompts/worker.md`,
+    log,
+  });
+  const slots = new PrioritySlots(config.MAX_WORKERS);
+  const handler = createTaskHandler({
+    bus,
+    provider,
+    slots,
+    timeoutMs: config.WORKER_TIMEOUT * 1000,
+    llm: {
+      baseUrl: endpoint.endpoint,
+      model: config.LLM_MODEL,
+      maxTokens: config.LLM_MAX_TOKENS,
+      ...(endpoint.apiKey ? { apiKey: endpoint.apiKey } : {}),
+    },
+  });
+  // Pull ahead of the free slots so a priority-1 task that arrives while every slot is busy is already
+  // waiting when one frees (held with working() heartbeats), instead of queueing behind older tasks.
+  const prefetch = config.MAX_WORKERS + Math.min(64, config.MAX_WORKERS * 2);
+  const consumption = await bus.consume(Consumers.dispatcher, envelopeDecoder(TaskMessage), handler, {
+    concurrency: prefetch,
+  });
+  log.info({ maxWorkers: config.MAX_WORKERS, prefetch, provider: provider.name }, "dispatching");
+  return () => consumption.stop();
+});

@@ -1,0 +1,96 @@
+import { activeTasks, type RunState } from "./run.ts";
+
+/** What the planner reads from the target repository (base branch) before each plan. */
+export interface RepoSnapshot {
+  head: string;
+  files: string[];
+  commits: { sha: string; subject: string; author: string }[];
+  docs: { spec?: string; features?: string; agents?: string; decisions?: string };
+}
+
+const cap = (s: string | undefined, n: number) =>
+  s === undefined
+    ? undefined
+    : s.length > n
+      ? `${s.slice(0, n)}\n…(truncated, ${s.length - n} more chars)`
+      : s;
+const section = (title: string, body: string | undefined) =>
+  body === undefined ? "" : `\n## ${title}\n\n${body}\n`;
+const tree = (files: string[], max = 300) =>
+  files.slice(0, max).join("\n") + (files.length > max ? `\n…(${files.length - max} more files)` : "");
+const commitLines = (c: RepoSnapshot["commits"]) =>
+  c.map((x) => `${x.sha.slice(0, 8)} ${x.subject} (${x.author})`).join("\n");
+
+/**
+ * The first user message of a run: the request, SPEC.md (≤ 20k chars), FEATURES.json (≤ 20k), AGENTS.md
+ * (≤ 10k), DECISIONS.md (≤ 10k), the file tree (≤ 300 entries) and the last 40 commits (inventory §1.5).
+ */
+export function initialMessage(s: RunState, repo: RepoSnapshot): string {
+  return [
+    `# Request\n\n${s.run.prompt}\n`,
+    `Target repository: base branch \`${s.run.baseBranch}\` at ${repo.head.slice(0, 12)}. Up to ${s.run.maxWorkers} workers run in parallel.`,
+    section("SPEC.md", cap(repo.docs.spec, 20_000)),
+    section("FEATURES.json", cap(repo.docs.features, 20_000)),
+    section("AGENTS.md", cap(repo.docs.agents, 10_000)),
+    section("DECISIONS.md", cap(repo.docs.decisions, 10_000)),
+    section("File tree", tree(repo.files)),
+    section("Recent commits", commitLines(repo.commits.slice(0, 40))),
+    "\nSPEC.md and FEATURES.json are binding. Reply with the JSON object described in your instructions: " +
+      '{"scratchpad": "...", "tasks": [...]}. Return an empty tasks array only when the request is fully built.',
+  ].join("\n");
+}
+
+/**
+ * A follow-up message: only what changed since the last plan — new handoffs (summary ≤ 300 chars,
+ * ≤ 30 files), merge outcomes, tasks still active, the last sweep of the base branch, new commits and files.
+ */
+export function followUpMessage(
+  s: RunState,
+  repo: RepoSnapshot,
+  prev: { files: string[]; head: string },
+): string {
+  const reports = s.pendingReports.map((id) => {
+    const r = s.tasks[id]!;
+    const h = r.handoff!;
+    const lines = [
+      `### ${id} — ${h.status}${r.merge ? `, merge: ${r.merge}${r.mergeDetail ? ` (${r.mergeDetail})` : ""}` : ", merge pending"}`,
+      cap(h.summary, 300) ?? "",
+    ];
+    if (h.filesChanged.length) lines.push(`Files: ${h.filesChanged.slice(0, 30).join(", ")}`);
+    if (h.concerns.length) lines.push(`Concerns: ${h.concerns.join(" | ")}`);
+    if (h.suggestions.length) lines.push(`Suggestions: ${h.suggestions.join(" | ")}`);
+    return lines.join("\n");
+  });
+  const active = activeTasks(s).map(
+    (r) => `- ${r.task.id} (p${r.task.priority}): ${cap(r.task.description, 120)}`,
+  );
+  const prevFiles = new Set(prev.files);
+  const nowFiles = new Set(repo.files);
+  const added = repo.files.filter((f) => !prevFiles.has(f));
+  const removed = prev.files.filter((f) => !nowFiles.has(f));
+  const newCommits: RepoSnapshot["commits"] = [];
+  for (const c of repo.commits) {
+    if (c.sha === prev.head) break;
+    newCommits.push(c);
+  }
+  const health = s.lastSweep
+    ? `Last sweep of ${s.run.baseBranch} at ${s.lastSweep.sha.slice(0, 8)}: ${s.lastSweep.summary}`
+    : "No sweep yet.";
+  return [
+    `# Update (iteration ${s.iteration + 1})`,
+    section("New handoffs", reports.length ? reports.join("\n\n") : "none"),
+    section("Active tasks", active.length ? active.join("\n") : "none"),
+    section(
+      "Health",
+      health + (s.lastSweep && !s.lastSweep.green ? "\nEmit targeted fix tasks for the failures." : ""),
+    ),
+    section("New commits", newCommits.length ? commitLines(newCommits) : "none"),
+    section(
+      "File tree changes",
+      added.length + removed.length > 100
+        ? `full tree:\n${tree(repo.files)}`
+        : `added: ${added.join(", ") || "none"}\nremoved: ${removed.join(", ") || "none"}`,
+    ),
+    '\nReply with {"scratchpad": "...", "tasks": [...]} — only NEW tasks; an empty array when nothing is left to do.',
+  ].join("\n");
+}

@@ -1,0 +1,73 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { envelopeDecoder, eventDecoder, runService } from "@longshot/bus";
+import { llmEndpoints } from "@longshot/config";
+import { Consumers, HandoffMessage } from "@longshot/contracts";
+import { ChatClient } from "@longshot/llm";
+import { createRepoReader } from "./adapters/repo.ts";
+import { createRequestHandler, decodeRequest } from "./handlers/request.ts";
+import { createPlanner } from "./planner.ts";
+
+const promptsDir = new URL("../../../prompts/", import.meta.url).pathname;
+
+runService("planner", async ({ config, log, bus }) => {
+  const stateDir = config.LONGSHOT_STATE_DIR ?? join(homedir(), ".longshot");
+  const llm = new ChatClient({
+    endpoints: llmEndpoints(config).map((e) => ({
+      name: e.name,
+      baseUrl: e.endpoint,
+      apiKey: e.apiKey,
+      weight: e.weight,
+    })),
+    model: config.LLM_MODEL,
+    timeoutMs: config.LLM_TIMEOUT_MS,
+    maxTokens: config.LLM_MAX_TOKENS,
+  });
+  const planner = createPlanner({
+    bus,
+    log,
+    llm,
+    repo: createRepoReader(stateDir),
+    systemPromptPath: join(promptsDir, "root-planner.md"),
+    branchPrefix: config.GIT_BRANCH_PREFIX,
+    replanAfter: config.REPLAN_AFTER_HANDOFFS,
+    maxIterations: config.PLANNER_MAX_ITERATIONS,
+  });
+  const resumed = await planner.resume();
+  if (resumed) log.info({ resumed }, "resumed unfinished runs");
+  const onRequest = createRequestHandler({
+    bus,
+    planner,
+    defaultBaseBranch: config.GIT_MAIN_BRANCH,
+    defaultMaxWorkers: config.MAX_WORKERS,
+  });
+  const consumptions = await Promise.all([
+    bus.consume(Consumers.plannerRequests, decodeRequest, onRequest, { concurrency: 4 }),
+    bus.consume(
+      Consumers.plannerHandoffs,
+      envelopeDecoder(HandoffMessage),
+      (env) => planner.onHandoff(env.data),
+      {
+        concurrency: 8,
+      },
+    ),
+    bus.consume(
+      Consumers.plannerMerges,
+      eventDecoder("merge.merged", "merge.conflict", "merge.skipped", "merge.failed"),
+      async (env) => {
+        const d = env.data;
+        const outcome = env.type.slice("merge.".length) as "merged" | "conflict" | "skipped" | "failed";
+        const detail = "files" in d ? d.files.join(", ") : "reason" in d ? d.reason : "";
+        await planner.onMerge(env.runId, d.taskId, outcome, detail);
+      },
+      { concurrency: 8 },
+    ),
+    bus.consume(Consumers.plannerHealth, eventDecoder("health.swept"), (env) =>
+      planner.onSweep(env.runId, env.data),
+    ),
+  ]);
+  return async () => {
+    await Promise.all(consumptions.map((c) => c.stop()));
+    planner.stop();
+  };
+});

@@ -1,0 +1,303 @@
+import { readFile } from "node:fs/promises";
+import type { Bus } from "@longshot/bus";
+import { type AcceptedRun, Buckets, type EventPayload, type Handoff, TaskMessage } from "@longshot/contracts";
+import type { ChatClient } from "@longshot/llm";
+import type { Logger } from "@longshot/log";
+import type { KV } from "@nats-io/kv";
+import type { RepoReader } from "./adapters/repo.ts";
+import { followUpMessage, initialMessage } from "./domain/messages.ts";
+import {
+  applyHandoff,
+  applyMerge,
+  applyPlan,
+  applySweep,
+  buildTasks,
+  decideFinalize,
+  initialRunState,
+  type MergeOutcome,
+  needsPlan,
+  PlannerOutput,
+  type RunState,
+  summarize,
+  type Turn,
+  tasksToPublish,
+} from "./domain/run.ts";
+
+/** Dependencies of the planner core (factory-injected so tests can pass their own). */
+export interface PlannerDeps {
+  bus: Bus;
+  log: Logger;
+  llm: ChatClient;
+  repo: RepoReader;
+  systemPromptPath: string;
+  branchPrefix: string;
+  replanAfter: number;
+  maxIterations: number;
+}
+
+const MAX_CONSECUTIVE_ERRORS = 10;
+
+/**
+ * The planner core: one actor per active run. Every state change is serialized per run and persisted to the
+ * `longshot-runs` KV bucket before the triggering message is acknowledged, so a restarted planner resumes
+ * (conversation included) from KV.
+ */
+export function createPlanner(deps: PlannerDeps) {
+  const actors = new Map<string, RunActor>();
+  let kvP: Promise<KV> | undefined;
+  const kv = () => {
+    kvP ??= deps.bus.kv(Buckets.runs);
+    return kvP;
+  };
+  let systemPrompt: string | undefined;
+
+  class RunActor {
+    state: RunState;
+    private chain: Promise<unknown> = Promise.resolve();
+    private ticking = false;
+    private again = false;
+    private planning = false;
+    private retryTimer: NodeJS.Timeout | undefined;
+    readonly log: Logger;
+
+    constructor(state: RunState) {
+      this.state = state;
+      this.log = deps.log.child({ runId: state.run.runId });
+    }
+
+    /** Applies `fn` to the state (serialized) and persists it. */
+    mutate(fn: (s: RunState) => RunState): Promise<void> {
+      const p = this.chain.then(async () => {
+        const next = fn(this.state);
+        if (next === this.state) return;
+        this.state = next;
+        await (await kv()).put(next.run.runId, JSON.stringify(next));
+      });
+      this.chain = p.catch(() => undefined);
+      return p;
+    }
+
+    /** Schedules a tick (publish tasks, plan, finalize); coalesces concurrent kicks. */
+    kick(): void {
+      if (this.ticking) {
+        this.again = true;
+        return;
+      }
+      this.ticking = true;
+      void (async () => {
+        try {
+          do {
+            this.again = false;
+            await this.tick();
+          } while (this.again);
+        } catch (err) {
+          this.log.error({ err }, "tick failed");
+        } finally {
+          this.ticking = false;
+        }
+      })();
+    }
+
+    private async tick(): Promise<void> {
+      const s = this.state;
+      if (s.phase === "completed") return;
+      for (const task of tasksToPublish(s)) {
+        await deps.bus.publish(TaskMessage, ["execute", s.run.runId], task, {
+          runId: s.run.runId,
+          taskId: task.id,
+          id: `task-${s.run.runId}-${task.id}-${task.attempt}`,
+        });
+        await deps.bus.publishEvent(
+          "task.planned",
+          s.run.runId,
+          { task },
+          { taskId: task.id, id: `planned-${s.run.runId}-${task.id}-${task.attempt}` },
+        );
+        await this.mutate((st) => ({
+          ...st,
+          tasks: { ...st.tasks, [task.id]: { ...st.tasks[task.id]!, published: true } },
+        }));
+      }
+      if (!this.planning && needsPlan(this.state, deps.replanAfter)) {
+        this.planning = true;
+        void this.plan().finally(() => {
+          this.planning = false;
+          this.kick();
+        });
+        return;
+      }
+      if (this.planning) return;
+      const d = decideFinalize(this.state, this.state.finalSweep, Date.now());
+      if (d.kind === "request-sweep") {
+        const requestId = `final-${this.state.run.runId}`;
+        await this.mutate((st) => ({ ...st, phase: "finalizing", finalSweepRequestId: requestId }));
+        await deps.bus.publishEvent(
+          "sweep.requested",
+          s.run.runId,
+          { requestId, reason: "final sweep", repo: s.run.repo, baseBranch: s.run.baseBranch },
+          { id: `sweep-${requestId}` },
+        );
+        this.log.info("planning done, every task terminal: final sweep requested");
+      } else if (d.kind === "complete") {
+        await this.complete(d.summary);
+      }
+    }
+
+    async complete(summary: ReturnType<typeof summarize>): Promise<void> {
+      await this.mutate((st) => ({ ...st, phase: "completed", summary }));
+      await deps.bus.publishEvent("run.completed", this.state.run.runId, summary, {
+        id: `run-completed-${this.state.run.runId}`,
+      });
+      this.log.info(
+        { status: summary.status, merged: summary.merged, durationMs: summary.durationMs },
+        "run completed",
+      );
+      actors.delete(this.state.run.runId);
+    }
+
+    private async plan(): Promise<void> {
+      const s = this.state;
+      const reported = new Set(s.pendingReports);
+      const handoffsAtStart = s.handoffsSinceReplan;
+      try {
+        const snapshot = await deps.repo.snapshot(s.run.repo, s.run.baseBranch);
+        systemPrompt ??= await readFile(deps.systemPromptPath, "utf8");
+        const user: Turn = {
+          role: "user",
+          content:
+            s.conversation.length === 0
+              ? initialMessage(s, snapshot)
+              : followUpMessage(s, snapshot, s.lastSeen ?? { files: [], head: "" }),
+        };
+        const history: Turn[] =
+          s.conversation.length === 0 ? [{ role: "system", content: systemPrompt }] : s.conversation;
+        const res = await deps.llm.completeJson([...history, user], PlannerOutput);
+        const { tasks, dropped } = buildTasks(this.state, res.value.tasks, {
+          branchPrefix: deps.branchPrefix,
+        });
+        if (dropped.length) this.log.warn({ dropped }, "model repeated existing task ids; dropped");
+        await this.mutate((st) => {
+          const turns =
+            st.conversation.length === 0 ? [history[0]!, user, ...res.added] : [user, ...res.added];
+          let next = applyPlan(st, turns, tasks, res.usage.totalTokens);
+          next = {
+            ...next,
+            pendingReports: st.pendingReports.filter((id) => !reported.has(id)),
+            handoffsSinceReplan: Math.max(0, st.handoffsSinceReplan - handoffsAtStart),
+            lastSeen: { head: snapshot.head, files: snapshot.files },
+          };
+          if (next.iteration >= deps.maxIterations) next.planningDone = true;
+          return next;
+        });
+        await deps.bus.publishEvent("planner.iteration", s.run.runId, {
+          iteration: this.state.iteration,
+          newTasks: tasks.length,
+          tokens: res.usage.totalTokens,
+          done: this.state.planningDone,
+        });
+        this.log.info(
+          { iteration: this.state.iteration, newTasks: tasks.length, done: this.state.planningDone },
+          "planned",
+        );
+      } catch (err) {
+        await this.mutate((st) => ({ ...st, consecutiveErrors: st.consecutiveErrors + 1 }));
+        const n = this.state.consecutiveErrors;
+        this.log.error({ err, consecutiveErrors: n }, "planning failed");
+        if (n >= MAX_CONSECUTIVE_ERRORS) {
+          await this.complete(
+            summarize(
+              this.state,
+              this.state.lastSweep,
+              Date.now(),
+              `planner gave up after ${n} consecutive errors: ${(err as Error).message}`,
+            ),
+          );
+          return;
+        }
+        // Backoff min(2 s · 2^(n−1), 30 s) before the next attempt (inventory §1.5).
+        const delay = Math.min(2000 * 2 ** (n - 1), 30_000);
+        await new Promise<void>((r) => {
+          this.retryTimer = setTimeout(r, delay);
+        });
+      }
+    }
+
+    dispose(): void {
+      if (this.retryTimer) clearTimeout(this.retryTimer);
+    }
+  }
+
+  async function actorFor(runId: string): Promise<RunActor | undefined> {
+    const existing = actors.get(runId);
+    if (existing) return existing;
+    const entry = await (await kv()).get(runId);
+    if (entry?.operation !== "PUT") return undefined;
+    const state = entry.json<RunState>();
+    if (state.phase === "completed") return undefined;
+    const actor = new RunActor(state);
+    actors.set(runId, actor);
+    return actor;
+  }
+
+  return {
+    /** Loads every unfinished run from KV and resumes it (after a restart). */
+    async resume(): Promise<number> {
+      const store = await kv();
+      let n = 0;
+      for await (const key of await store.keys()) {
+        const a = await actorFor(key);
+        if (a) {
+          a.kick();
+          n++;
+        }
+      }
+      return n;
+    },
+    /** Whether a run id is already known (accepted earlier). */
+    async known(runId: string): Promise<boolean> {
+      const e = await (await kv()).get(runId);
+      return !!e && e.operation === "PUT";
+    },
+    /** Starts a new run. Idempotent: a run id already in KV is left alone. */
+    async start(run: AcceptedRun): Promise<void> {
+      const store = await kv();
+      const state = initialRunState(run, Date.now());
+      try {
+        await store.create(run.runId, JSON.stringify(state));
+      } catch {
+        return; // already accepted (redelivered request)
+      }
+      const actor = new RunActor(state);
+      actors.set(run.runId, actor);
+      await deps.bus.publishEvent("run.accepted", run.runId, run, { id: `run-accepted-${run.runId}` });
+      actor.kick();
+    },
+    async onHandoff(h: Handoff): Promise<void> {
+      const a = await actorFor(h.runId);
+      if (!a) return;
+      await a.mutate((s) => applyHandoff(s, h));
+      a.kick();
+    },
+    async onMerge(runId: string, taskId: string, outcome: MergeOutcome, detail: string): Promise<void> {
+      const a = await actorFor(runId);
+      if (!a) return;
+      await a.mutate((s) => applyMerge(s, taskId, outcome, detail));
+      a.kick();
+    },
+    async onSweep(runId: string, e: EventPayload<"health.swept">): Promise<void> {
+      const a = await actorFor(runId);
+      if (!a) return;
+      await a.mutate((s) => {
+        const next = applySweep(s, e);
+        return e.requestId && e.requestId === s.finalSweepRequestId
+          ? { ...next, finalSweep: next.lastSweep! }
+          : next;
+      });
+      a.kick();
+    },
+    stop(): void {
+      for (const a of actors.values()) a.dispose();
+    },
+  };
+}
+export type Planner = ReturnType<typeof createPlanner>;

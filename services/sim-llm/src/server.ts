@@ -1,0 +1,276 @@
+import { randomBytes } from "node:crypto";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { setTimeout as sleepTimer } from "node:timers/promises";
+import { completionObject, errorBody, type ResponseMeta, streamEvents } from "./openai-format.ts";
+import { type CompletionPlan, type ErrorPlan, errorPlan, parseChatRequest, respond } from "./respond.ts";
+import { loadScript, parseScript, type Script, type ScriptInput } from "./script.ts";
+
+/** Largest accepted request body (bytes). */
+export const MAX_BODY_BYTES = 64 * 1024 * 1024;
+
+/** Options of {@link createSimLlmHandler}. */
+export interface SimLlmHandlerOptions {
+  script: Script;
+  /** When set, `/v1/*` requests must send `Authorization: Bearer <apiKey>` (else 401). */
+  apiKey?: string;
+  /** Receives one line per request (no trailing newline). */
+  log?: (line: string) => void;
+}
+
+/** Options of {@link startSimLlm}: exactly one of `script` / `scriptPath`. */
+export interface StartSimLlmOptions {
+  /** Script object (validated with the zod schema; defaults applied). */
+  script?: Script | ScriptInput;
+  /** Path of a script JSON file (see {@link loadScript}). */
+  scriptPath?: string;
+  /** TCP port; 0 (default) picks a free port. */
+  port?: number;
+  /** Bind address; default "127.0.0.1". */
+  host?: string;
+  /** Require `Authorization: Bearer <apiKey>` on `/v1/*`. */
+  apiKey?: string;
+  /** Log one line per request to stderr. */
+  verbose?: boolean;
+  /** Custom per-request log sink (implies logging; overrides `verbose`'s stderr sink). */
+  log?: (line: string) => void;
+}
+
+/** A running sim-llm server. */
+export interface SimLlm {
+  /** OpenAI base URL, e.g. `http://127.0.0.1:43210/v1`. */
+  url: string;
+  port: number;
+  host: string;
+  script: Script;
+  /** Stops listening and drops open connections (in-flight streams are cut). */
+  close(): Promise<void>;
+}
+
+/** The server was misconfigured (e.g. neither or both of `script` and `scriptPath`). */
+export class SimLlmConfigError extends Error {
+  override name = "SimLlmConfigError";
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, plan: ErrorPlan): void {
+  sendJson(res, plan.status, errorBody(plan));
+}
+
+async function readBody(req: IncomingMessage): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+async function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+  if (ms <= 0) return !signal.aborted;
+  try {
+    await sleepTimer(ms, undefined, { signal });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function write(res: ServerResponse, data: string): Promise<void> {
+  if (!res.write(data)) {
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        res.off("drain", done);
+        res.off("close", done);
+        resolve();
+      };
+      res.on("drain", done);
+      res.on("close", done);
+    });
+  }
+}
+
+async function sendStream(
+  res: ServerResponse,
+  plan: CompletionPlan,
+  meta: ResponseMeta,
+  script: Script,
+  signal: AbortSignal,
+): Promise<void> {
+  res.writeHead(200, {
+    "content-type": "text/event-stream",
+    "cache-control": "no-cache",
+    connection: "keep-alive",
+  });
+  res.flushHeaders();
+  const tps = script.latency?.tokensPerSecond;
+  if (!(await sleep(script.latency?.ttftMs ?? 0, signal))) return;
+  let first = true;
+  for (const ev of streamEvents(plan, meta)) {
+    if (!first && tps !== undefined && ev.tokens > 0) {
+      if (!(await sleep((ev.tokens / tps) * 1000, signal))) return;
+    }
+    first = false;
+    if (signal.aborted) return;
+    await write(res, `data: ${JSON.stringify(ev.chunk)}\n\n`);
+  }
+  res.end("data: [DONE]\n\n");
+}
+
+function authorized(req: IncomingMessage, apiKey: string | undefined): boolean {
+  if (apiKey === undefined) return true;
+  const header = req.headers.authorization ?? "";
+  return header === `Bearer ${apiKey}`;
+}
+
+/**
+ * The request handler of sim-llm (routes `/v1/chat/completions`, `/v1/models`, `/v1/models/{id}`, `/health`).
+ * Exposed separately from {@link startSimLlm} so it can be mounted on another server.
+ */
+export function createSimLlmHandler(
+  options: SimLlmHandlerOptions,
+): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
+  const { script, apiKey, log } = options;
+  return async (req, res) => {
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    const method = req.method ?? "GET";
+    const logLine = (text: string) => log?.(`sim-llm ${method} ${path} ${text}`);
+    if (path === "/health" || path === "/v1/health") {
+      sendJson(res, 200, { status: "ok" });
+      return;
+    }
+    if (!path.startsWith("/v1/")) {
+      sendError(res, errorPlan(404, `unknown route ${method} ${path}`, "not_found"));
+      logLine("status=404");
+      return;
+    }
+    if (!authorized(req, apiKey)) {
+      sendError(res, errorPlan(401, "Incorrect API key provided.", "invalid_api_key"));
+      logLine("status=401");
+      return;
+    }
+    if (path === "/v1/models" || path.startsWith("/v1/models/")) {
+      if (method !== "GET") {
+        sendError(res, errorPlan(405, `method ${method} not allowed on ${path}`, "method_not_allowed"));
+        return;
+      }
+      const model = { id: script.model, object: "model", created: 0, owned_by: "sim-llm" };
+      if (path === "/v1/models") sendJson(res, 200, { object: "list", data: [model] });
+      else if (decodeURIComponent(path.slice("/v1/models/".length)) === script.model)
+        sendJson(res, 200, model);
+      else sendError(res, errorPlan(404, `The model '${path.slice(11)}' does not exist`, "model_not_found"));
+      return;
+    }
+    if (path !== "/v1/chat/completions") {
+      sendError(res, errorPlan(404, `unknown route ${method} ${path}`, "not_found"));
+      logLine("status=404");
+      return;
+    }
+    if (method !== "POST") {
+      sendError(res, errorPlan(405, `method ${method} not allowed on ${path}`, "method_not_allowed"));
+      return;
+    }
+    const text = await readBody(req);
+    if (text === undefined) {
+      sendError(res, errorPlan(413, `request body exceeds ${MAX_BODY_BYTES} bytes`, "request_too_large"));
+      logLine("status=413");
+      return;
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (err) {
+      sendError(
+        res,
+        errorPlan(400, `request body is not valid JSON: ${(err as Error).message}`, "invalid_json"),
+      );
+      logLine("status=400 invalid_json");
+      return;
+    }
+    const parsed = parseChatRequest(body);
+    if (!parsed.ok) {
+      sendError(res, parsed.error);
+      logLine(`status=400 ${parsed.error.error.code}`);
+      return;
+    }
+    const plan = respond(script, parsed.request);
+    const where =
+      plan.conversation === undefined
+        ? "conversation=(none)"
+        : `conversation=${JSON.stringify(plan.conversation)} turn=${plan.turnIndex}`;
+    const outcome =
+      plan.kind === "error"
+        ? `status=${plan.status} ${plan.error.code}`
+        : `status=200 finish=${plan.finishReason}${plan.toolCalls.length > 0 ? ` tools=${plan.toolCalls.map((t) => t.name).join(",")}` : ""}`;
+    logLine(`${where} stream=${plan.stream} ${outcome}`);
+
+    const abort = new AbortController();
+    res.on("close", () => abort.abort());
+    if (!(await sleep(plan.delayMs, abort.signal))) return;
+    if (plan.kind === "error") {
+      sendError(res, plan);
+      return;
+    }
+    const meta: ResponseMeta = {
+      id: `chatcmpl-${randomBytes(12).toString("hex")}`,
+      created: Math.floor(Date.now() / 1000),
+    };
+    if (plan.stream) await sendStream(res, plan, meta, script, abort.signal);
+    else sendJson(res, 200, completionObject(plan, meta));
+  };
+}
+
+/**
+ * Starts sim-llm on `host:port` (default 127.0.0.1, a free port).
+ * @returns the base URL (`http://HOST:PORT/v1`; wildcard hosts are reported as 127.0.0.1), port and `close()`.
+ * @throws SimLlmConfigError unless exactly one of `script` / `scriptPath` is given.
+ * @throws ScriptLoadError / ScriptValidationError for a bad script; the listen error (e.g. EADDRINUSE).
+ */
+export async function startSimLlm(options: StartSimLlmOptions): Promise<SimLlm> {
+  if ((options.script === undefined) === (options.scriptPath === undefined)) {
+    throw new SimLlmConfigError("startSimLlm needs exactly one of `script` or `scriptPath`");
+  }
+  const script =
+    options.scriptPath !== undefined ? await loadScript(options.scriptPath) : parseScript(options.script);
+  const host = options.host ?? "127.0.0.1";
+  const log =
+    options.log ?? (options.verbose ? (line: string) => process.stderr.write(`${line}\n`) : undefined);
+  const handler = createSimLlmHandler({ script, ...(options.apiKey ? { apiKey: options.apiKey } : {}), log });
+  const server: Server = createServer((req, res) => {
+    handler(req, res).catch((err: unknown) => {
+      if (!res.headersSent) {
+        sendError(res, errorPlan(500, `sim-llm internal error: ${(err as Error).message}`, "internal_error"));
+      } else res.destroy(err as Error);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 0, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const urlHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+  let closing: Promise<void> | undefined;
+  return {
+    url: `http://${urlHost}:${port}/v1`,
+    port,
+    host,
+    script,
+    close() {
+      closing ??= new Promise<void>((resolve, reject) => {
+        server.close((err) => (err ? reject(err) : resolve()));
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,163 @@
+// The worker: runs one task inside a sandbox and reports on stdout (NDJSON WorkerLines).
+// Usage: node services/worker/src/main.ts <input.json>   (WorkerInput; model key in env LONGSHOT_LLM_API_KEY)
+import { readFile } from "node:fs/promises";
+import { Task, WorkerInput, type WorkerLine } from "@longshot/contracts";
+import { headSha } from "@longshot/git";
+import { finalizeRepo } from "./adapters/repo.ts";
+import {
+  type AgentOutcome,
+  buildHandoff,
+  emptyAgentOutcome,
+  emptyRepoOutcome,
+  parseAgentHandoff,
+  summaryLine,
+} from "./domain/handoff.ts";
+import { createCommandHarness } from "./harness/command.ts";
+import { createPiHarness } from "./harness/pi.ts";
+import type { Harness } from "./harness/types.ts";
+
+process.title = "longshot-worker";
+
+// ==== Config ====
+// The key is read once and removed from the environment so that no child process (the agent's bash tool,
+// a command harness) can see it.
+const API_KEY = process.env.LONGSHOT_LLM_API_KEY ?? "";
+delete process.env.LONGSHOT_LLM_API_KEY;
+const WORKER_COMMAND = process.env.WORKER_COMMAND;
+// Commit identity for the agent's own `git commit` (not a secret; never written to git config).
+process.env.GIT_AUTHOR_NAME ??= process.env.GIT_COMMIT_NAME || "Longshot";
+process.env.GIT_AUTHOR_EMAIL ??= process.env.GIT_COMMIT_EMAIL || "longshot@localhost";
+process.env.GIT_COMMITTER_NAME ??= process.env.GIT_AUTHOR_NAME;
+process.env.GIT_COMMITTER_EMAIL ??= process.env.GIT_AUTHOR_EMAIL;
+
+// stdout carries the protocol only: anything a library prints goes to stderr.
+for (const method of ["log", "info", "debug", "warn"] as const) {
+  console[method] = (...args: unknown[]) => console.error(...args);
+}
+
+// ==== Output ====
+function emit(line: WorkerLine): Promise<void> {
+  return new Promise((resolve) => process.stdout.write(`${JSON.stringify(line)}\n`, () => resolve()));
+}
+
+// ==== Run ====
+async function run(input: WorkerInput, startedAt: number): Promise<void> {
+  const { task, repoDir } = input;
+  const harness: Harness =
+    input.harness === "command" ? createCommandHarness(WORKER_COMMAND) : createPiHarness({ apiKey: API_KEY });
+  const startSha = await headSha(repoDir);
+  await emit({ kind: "progress", message: `worker started on ${task.branch} (${input.harness} harness)` });
+
+  const controller = new AbortController();
+  let timedOut = false;
+  let interruptedBy: string | undefined;
+  // The deadline counts from the worker's start, so slow startup cannot push it past the provider's kill.
+  const timer = setTimeout(
+    () => {
+      timedOut = true;
+      controller.abort();
+    },
+    Math.max(0, input.timeoutMs - (Date.now() - startedAt)),
+  );
+  const onSignal = (signal: NodeJS.Signals) => {
+    interruptedBy = signal;
+    controller.abort();
+  };
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+
+  let agent: AgentOutcome;
+  try {
+    agent = await harness.run(input, (p) => void emit({ kind: "progress", ...p }), controller.signal);
+  } catch (err) {
+    agent = { ...emptyAgentOutcome(), stopReason: "error", errorMessage: errorText(err) };
+  } finally {
+    clearTimeout(timer);
+  }
+  await emit({
+    kind: "progress",
+    message: `agent stopped (${agent.stopReason})`,
+    toolCalls: agent.toolCallCount,
+    tokens: agent.tokensUsed,
+  });
+
+  const parsed = parseAgentHandoff(agent.finalText);
+  const repo = await finalizeRepo({
+    repoDir,
+    startSha,
+    branch: task.branch,
+    baseBranch: task.baseBranch,
+    commitMessage: `${task.id}: ${summaryLine(parsed, agent.finalText)}`,
+  });
+  if (repo.head)
+    await emit({ kind: "progress", message: `pushed ${task.branch} at ${repo.head.slice(0, 12)}` });
+
+  const handoff = buildHandoff({
+    task,
+    parsed,
+    agent,
+    repo,
+    durationMs: Date.now() - startedAt,
+    ...(timedOut ? { timedOutAfterMs: input.timeoutMs } : {}),
+    ...(interruptedBy !== undefined && !timedOut ? { interruptedBy } : {}),
+    extraConcerns: repo.concerns,
+  });
+  await emit({ kind: "handoff", handoff });
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+async function main(): Promise<number> {
+  // Process start, not now: loading Pi alone takes a second or two, and it counts against the deadline.
+  const startedAt = Math.round(performance.timeOrigin);
+  const inputPath = process.argv[2];
+  if (!inputPath) {
+    console.error("usage: node services/worker/src/main.ts <input.json>");
+    return 1;
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(inputPath, "utf8"));
+  } catch (err) {
+    console.error(`worker: cannot read ${inputPath}: ${errorText(err)}`);
+    return 1;
+  }
+  const input = WorkerInput.safeParse(raw);
+  if (!input.success) {
+    const message = `invalid worker input: ${input.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`;
+    console.error(`worker: ${message}`);
+    const task = Task.safeParse((raw as { task?: unknown } | null)?.task);
+    if (task.success) await emitCrash(task.data, message, startedAt);
+    return 1;
+  }
+  try {
+    await run(input.data, startedAt);
+    return 0;
+  } catch (err) {
+    console.error("worker crashed:", err);
+    await emitCrash(input.data.task, `worker crashed: ${errorText(err)}`, startedAt);
+    return 1;
+  }
+}
+
+async function emitCrash(task: Task, failure: string, startedAt: number): Promise<void> {
+  const handoff = buildHandoff({
+    task,
+    parsed: { ok: false, reason: "worker crashed" },
+    agent: emptyAgentOutcome(),
+    repo: emptyRepoOutcome(),
+    durationMs: Date.now() - startedAt,
+    failure,
+  });
+  await emit({ kind: "handoff", handoff });
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    console.error("worker: fatal", err);
+    process.exit(1);
+  },
+);
