@@ -18,7 +18,6 @@ const features: Feature[] = [];
 
 // #region health: GET /health
 // #endregion health
-
 // #region signup: POST /auth/signup
 // #endregion signup
 

@@ -84,7 +84,6 @@ export const LongshotEnv = z.object({
   LLM_BASE_URL: optStr(),
   LLM_API_KEY: optStr(),
   LLM_MODEL: str("glm-5"),
-  LLM_MODEL_FALLBACK: optStr(),
   LLM_ENDPOINTS: endpointsJson,
   LLM_MAX_TOKENS: int(65_536, 1),
   LLM_TIMEOUT_MS: int(120_000, 1),

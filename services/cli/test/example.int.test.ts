@@ -305,7 +305,7 @@ describe("examples/todo-api and its sim-llm script", () => {
     expect((JSON.parse(followUp.message.content ?? "") as { tasks: unknown[] }).tasks).toEqual([]);
   });
 
-  it("each task has exactly one worker conversation, and each worker's branch passes node --test on its own", async () => {
+  it("each task has exactly one worker conversation, whose calls apply cleanly and stay in scope", async () => {
     expect(tasks.length).toBeGreaterThan(0);
     const script = JSON.parse(await readFile(scriptPath, "utf8")) as { conversations: ScriptConversation[] };
     const workerSystem = await readFile(join(root, "prompts/worker.md"), "utf8");
@@ -365,17 +365,29 @@ describe("examples/todo-api and its sim-llm script", () => {
       await git(repo, "add", "-A");
       await git(repo, "commit", "-q", "-m", `${task.id}: ${task.description.slice(0, 50)}`);
       expect(await changedFiles(repo, initial, branch)).toEqual([...touched].sort());
-      // One process for all test files keeps this fast; the final main runs the plain `node --test`.
-      const r = await nodeTest(repo, "--test-isolation=none");
-      expect(r.code, `${task.id} on its own branch:\n${r.stdout}${r.stderr}`).toBe(0);
       workers.push({ task, branch, touched: [...touched], handoff });
     }
     expect(workers.filter((w) => w.touched.includes(SHARED_FILE)).length).toBeGreaterThanOrEqual(3);
+    await git(repo, "checkout", "-q", "main");
+  });
+
+  it("each worker's branch passes its tests on its own (initial main + its changes)", async () => {
+    expect(workers).toHaveLength(tasks.length);
+    for (const w of workers) {
+      await git(repo, "checkout", "-q", w.branch);
+      // The branch's own tests plus the skeleton's app tests (the only skeleton tests a branch can affect: it
+      // may change src/app.ts or src/server.ts, never the platform modules), in one process to stay fast.
+      // The final main runs the plain `node --test`.
+      const own = w.touched.filter((f) => /^test\/.*\.test\.ts$/.test(f));
+      expect(own.length, `${w.task.id} adds no test file`).toBeGreaterThan(0);
+      const r = await nodeTest(repo, "--test-isolation=none", "test/app.test.ts", ...own);
+      expect(r.code, `${w.task.id} on its own branch:\n${r.stdout}${r.stderr}`).toBe(0);
+    }
+    await git(repo, "checkout", "-q", "main");
   });
 
   it("the branches land on main by rebase in priority order, and main passes node --test", async () => {
     expect(workers).toHaveLength(tasks.length);
-    await git(repo, "checkout", "-q", "main");
     const order = [...workers].sort((a, b) => a.task.priority - b.task.priority);
     const rebasedShared: string[] = [];
     for (const w of order) {

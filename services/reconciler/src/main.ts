@@ -13,6 +13,7 @@ runService("reconciler", async ({ config, log, bus }) => {
   // Key = run id; the repo and branch of the latest request for that run are used.
   const targets = new Map<string, { repo: string; baseBranch: string }>();
   let sweeps = 0;
+  const published = new Map<string, Promise<void>>();
   const coalescer = new SweepCoalescer<SweepResult & { no: number }>(async (runId) => {
     const t = targets.get(runId)!;
     const no = ++sweeps;
@@ -39,14 +40,23 @@ runService("reconciler", async ({ config, log, bus }) => {
       throw new RetryableError(`sweep failed: ${(err as Error).message}`, { delayMs: 5000, cause: err });
     }
     const { no, ...result } = r;
-    // Requests that joined the same sweep publish under one id, so JetStream keeps one event per sweep
-    // (per explicit request id).
-    await bus.publishEvent(
-      "health.swept",
-      runId,
-      { ...result, ...(requestId ? { requestId } : {}) },
-      { id: `swept-${runId}-${no}-${requestId ?? "merge"}` },
-    );
+    // Merge-triggered requests that joined the same sweep share one event; an explicit request id gets its
+    // own. The id also makes JetStream drop a republish after a redelivery.
+    const eventKey = `${runId}-${no}-${requestId ?? "merge"}`;
+    let publishing = published.get(eventKey);
+    if (!publishing) {
+      publishing = bus
+        .publishEvent(
+          "health.swept",
+          runId,
+          { ...result, ...(requestId ? { requestId } : {}) },
+          { id: `swept-${eventKey}` },
+        )
+        .then(() => undefined);
+      published.set(eventKey, publishing);
+      publishing.catch(() => published.delete(eventKey));
+    }
+    await publishing;
   };
 
   const consumptions = await Promise.all([
