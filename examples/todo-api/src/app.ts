@@ -18,6 +18,7 @@ const features: Feature[] = [];
 
 // #region health: GET /health
 // #endregion health
+
 // #region signup: POST /auth/signup
 // #endregion signup
 
