@@ -48,13 +48,18 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
   });
   // The cluster is "up" once its streams and consumers exist: a plain publish right after this resolves
   // is captured even before the services attach.
-  const bus = await connectBus({
-    servers: nats.url,
-    name: "longshot-cluster",
-    log: createLogger({ service: "cluster", level: "warn" }),
-  });
-  await bus.ensureTopology();
-  await bus.close();
+  try {
+    const bus = await connectBus({
+      servers: nats.url,
+      name: "longshot-cluster",
+      log: createLogger({ service: "cluster", level: "warn" }),
+    });
+    await bus.ensureTopology();
+    await bus.close();
+  } catch (err) {
+    await nats.stop();
+    throw err;
+  }
   const children = new Map<string, ChildProcess>();
   const restarts: Record<string, number> = {};
   const logs = new Map<string, WriteStream>();
