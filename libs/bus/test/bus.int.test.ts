@@ -61,6 +61,7 @@ describe("bus", () => {
     expect(names.sort()).toEqual([
       "EVENTS",
       "HANDOFFS",
+      "KV_longshot-decompositions",
       "KV_longshot-merged",
       "KV_longshot-runs",
       "REQUESTS",

@@ -92,6 +92,25 @@ export const EventData = {
   }),
   "merge.skipped": z.object({ taskId: TaskId, branch: z.string(), reason: z.string() }),
   "merge.failed": z.object({ taskId: TaskId, branch: z.string(), reason: z.string() }),
+  /**
+   * The reconciler's proposal to fix a red base branch: ≤ 5 tasks from the model, all for one failure
+   * `signature` (a hash of the normalized failing output, independent of the sha). The planner files them
+   * as fix tasks unless a fix for the same signature is still in flight.
+   */
+  "fix.requested": z.object({
+    sha: z.string(),
+    signature: z.string(),
+    summary: z.string(),
+    tasks: z
+      .array(
+        z.object({
+          description: z.string().min(1),
+          scope: z.array(z.string()).max(3),
+          acceptance: z.string(),
+        }),
+      )
+      .max(5),
+  }),
   "sweep.requested": z.object({
     requestId: z.string(),
     reason: z.string(),

@@ -29,6 +29,17 @@ export const Task = z.object({
   repo: z.string().min(1),
   /** The branch tasks start from and merge into. */
   baseBranch: z.string().min(1),
+  /** Model for this attempt (a retry may go to LLM_MODEL_FALLBACK); absent = the dispatcher's LLM_MODEL. */
+  model: z.string().min(1).optional(),
+  /**
+   * Conflict-fix tasks only: the branch whose rebase onto the base conflicted. The sandbox starts from it,
+   * rebased onto `origin/<baseBranch>` with the conflicts left in the tree; the worker resolves them.
+   */
+  conflictBranch: z.string().min(1).optional(),
+  /** Extra context for the worker prompt: the previous attempt's handoff, the failing check output, … */
+  context: z.string().optional(),
+  /** Reconciler fix tasks only: the failure signature they address (their dedup key). */
+  signature: z.string().optional(),
 });
 export type Task = z.infer<typeof Task>;
 export type TaskInput = z.input<typeof Task>;

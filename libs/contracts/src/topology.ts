@@ -76,6 +76,38 @@ export const Consumers = {
     maxDeliver: 10,
     maxAckPending: 64,
   },
+  plannerFixes: {
+    stream: "EVENTS",
+    name: "planner-fixes",
+    filter: Subjects.eventsOfType("fix.requested"),
+    ackWaitMs: 60_000,
+    maxDeliver: 10,
+    maxAckPending: 64,
+  },
+  subplanner: {
+    stream: "TASKS",
+    name: "subplanner",
+    filter: Subjects.allTasks("decompose"),
+    ackWaitMs: 60_000,
+    maxDeliver: 5,
+    maxAckPending: 1000,
+  },
+  subplannerHandoffs: {
+    stream: "HANDOFFS",
+    name: "subplanner-handoffs",
+    filter: Subjects.allHandoffs,
+    ackWaitMs: 60_000,
+    maxDeliver: 10,
+    maxAckPending: 256,
+  },
+  subplannerMerges: {
+    stream: "EVENTS",
+    name: "subplanner-merges",
+    filter: Subjects.eventsOfType("merge.*"),
+    ackWaitMs: 60_000,
+    maxDeliver: 10,
+    maxAckPending: 256,
+  },
   dispatcher: {
     stream: "TASKS",
     name: "dispatcher",
@@ -114,6 +146,8 @@ export const Consumers = {
 export const Buckets = {
   /** Planner-owned run state, key = runId. */
   runs: "longshot-runs",
+  /** Subplanner-owned decomposition state, key = `<runId>.<parentTaskId>`. */
+  decompositions: "longshot-decompositions",
   /** Merger's record of merged tasks, key = `<runId>.<taskId>` → merged sha. */
   merged: "longshot-merged",
 } as const;
