@@ -84,6 +84,7 @@ export const LongshotEnv = z.object({
   LLM_BASE_URL: optStr(),
   LLM_API_KEY: optStr(),
   LLM_MODEL: str("glm-5"),
+  LLM_MODEL_FALLBACK: optStr(),
   LLM_ENDPOINTS: endpointsJson,
   LLM_MAX_TOKENS: int(65_536, 1),
   LLM_TIMEOUT_MS: int(120_000, 1),
@@ -97,12 +98,19 @@ export const LongshotEnv = z.object({
   GIT_BRANCH_PREFIX: str("worker/"),
   SANDBOX_PROVIDER: z.preprocess(unsetIfEmpty, z.enum(["local"]).default("local")),
   PLANNER_MAX_ITERATIONS: int(100, 1),
+  MAX_CONFLICT_FIX_TASKS: int(30, 0),
+  FINALIZATION_MAX_ATTEMPTS: int(3, 1),
+  FINALIZATION_SWEEP_TIMEOUT_MS: int(120_000, 1),
   REPLAN_AFTER_HANDOFFS: int(3, 1),
   SWEEP_INSTALL_CMD: optStr(),
   SWEEP_BUILD_CMD: optStr(),
   SWEEP_TYPECHECK_CMD: optStr(),
   SWEEP_TEST_CMD: optStr(),
   SWEEP_TIMEOUT_MS: int(600_000, 1),
+  RECONCILER_RED_INTERVAL_MS: int(60_000, 1000),
+  RECONCILER_GREEN_INTERVAL_MS: int(300_000, 1000),
+  RECONCILER_GREEN_STREAK: int(3, 1),
+  RECONCILER_REFILE_AFTER_MS: int(300_000, 0),
 });
 export type LongshotEnv = z.infer<typeof LongshotEnv>;
 

@@ -24,6 +24,12 @@ export const RunSummary = z.object({
   merged: z.number().int(),
   conflicts: z.number().int(),
   fixTasks: z.number().int(),
+  /** Conflict-fix tasks filed by the run (optional, added in v1.1). */
+  conflictFixTasks: z.number().int().optional(),
+  /** Tasks that needed a second attempt. */
+  retriedTasks: z.number().int().optional(),
+  /** Tasks decomposed by the subplanner. */
+  decomposedTasks: z.number().int().optional(),
   durationMs: z.number(),
   tokens: z.number().int(),
   repo: z.string(),
@@ -74,6 +80,8 @@ export const EventData = {
   }),
   "merge.merged": z.object({
     taskId: TaskId,
+    /** The task attempt whose handoff this merge decided. */
+    attempt: z.number().int().min(1),
     /** The target repository and base branch, so a reconciler can sweep without a lookup. */
     repo: z.string(),
     baseBranch: z.string(),
@@ -86,12 +94,13 @@ export const EventData = {
   }),
   "merge.conflict": z.object({
     taskId: TaskId,
+    attempt: z.number().int().min(1),
     branch: z.string(),
     files: z.array(z.string()),
     attempts: z.number().int(),
   }),
-  "merge.skipped": z.object({ taskId: TaskId, branch: z.string(), reason: z.string() }),
-  "merge.failed": z.object({ taskId: TaskId, branch: z.string(), reason: z.string() }),
+  "merge.skipped": z.object({ taskId: TaskId, attempt: z.number().int().min(1), branch: z.string(), reason: z.string() }),
+  "merge.failed": z.object({ taskId: TaskId, attempt: z.number().int().min(1), branch: z.string(), reason: z.string() }),
   /**
    * The reconciler's proposal to fix a red base branch: ≤ 5 tasks from the model, all for one failure
    * `signature` (a hash of the normalized failing output, independent of the sha). The planner files them

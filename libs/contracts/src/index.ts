@@ -7,3 +7,4 @@ export * from "./subjects.ts";
 export * from "./task.ts";
 export * from "./topology.ts";
 export * from "./worker-protocol.ts";
+export * from "./routing.ts";

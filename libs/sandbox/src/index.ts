@@ -3,6 +3,7 @@
  * child process group), and the helpers dispatchers share (`failedHandoff`, `workerDeadlineMs`,
  * `sandboxEnv`).
  */
+export { type ConflictFixSetup, ConflictSetupError, prepareConflictFix } from "./conflict.ts";
 export { failedHandoff } from "./failed-handoff.ts";
 export { createLocalSandboxProvider, type LocalSandboxOptions } from "./local.ts";
 export { SANDBOX_ENV_ALLOWLIST, sandboxEnv, workerDeadlineMs } from "./policy.ts";

@@ -6,6 +6,7 @@ import { createInterface } from "node:readline";
 import { type Handoff, type Task, type WorkerInput, WorkerLine } from "@longshot/contracts";
 import { checkoutNewBranch, cloneRepo } from "@longshot/git";
 import type { Logger } from "@longshot/log";
+import { prepareConflictFix } from "./conflict.ts";
 import { failedHandoff } from "./failed-handoff.ts";
 import { sandboxEnv, workerDeadlineMs } from "./policy.ts";
 import type { SandboxProvider, SandboxResult, SandboxRunOptions } from "./provider.ts";
@@ -36,7 +37,9 @@ export interface LocalSandboxOptions {
 
 /**
  * The `local` sandbox provider: a temp directory `longshot-sandbox-<taskId>-*` holding a fresh clone of the
- * target (`repo/`), the worker input (`input.json`) and a private `tmp/` (the worker's TMPDIR), and the
+ * target (`repo/`; for conflict-fix tasks prepared by `prepareConflictFix`: `task.branch` from
+ * `origin/<conflictBranch>`, mid-rebase onto `origin/<baseBranch>` with the conflicts in the tree), the
+ * worker input (`input.json`) and a private `tmp/` (the worker's TMPDIR), and the
  * worker as a child process in its own process group (`detached`), with cwd = the clone and a minimal
  * environment (see `sandboxEnv`). The worker's agent deadline is `workerDeadlineMs(timeoutMs)`; at
  * `timeoutMs` after the spawn (or on abort) the whole group gets SIGTERM, then SIGKILL after
@@ -63,7 +66,12 @@ async function runLocal(
     const repoDir = join(dir, "repo");
     try {
       await cloneRepo(task.repo, repoDir);
-      await checkoutNewBranch(repoDir, task.branch, `origin/${task.baseBranch}`);
+      if (task.conflictBranch !== undefined) {
+        const setup = await prepareConflictFix(repoDir, task);
+        log.info({ conflictBranch: task.conflictBranch, conflicts: setup.conflicts }, "conflict-fix rebase");
+      } else {
+        await checkoutNewBranch(repoDir, task.branch, `origin/${task.baseBranch}`);
+      }
     } catch (err) {
       const reason = `sandbox setup failed: ${err instanceof Error ? err.message : String(err)}`;
       log.warn({ err }, "sandbox setup failed");

@@ -38,8 +38,11 @@ export interface SandboxResult {
  * The contract every sandbox provider (`local`, `modal`, `docker`) implements. One `run` = one task attempt:
  *
  * 1. create an isolated workspace with a clone of `task.repo` checked out on a new `task.branch` started
- *    from `origin/<task.baseBranch>`;
- * 2. start the worker (`services/worker/src/main.ts <input.json>`, a `WorkerInput` without secrets) with a
+ *    from `origin/<task.baseBranch>`; for conflict-fix tasks (`task.conflictBranch` set) started from
+ *    `origin/<conflictBranch>` instead and then `git rebase origin/<baseBranch>`, leaving a stopped rebase
+ *    with its conflicts in the tree (see `prepareConflictFix`);
+ * 2. start the worker (`services/worker/src/main.ts <input.json>`, a `WorkerInput` without secrets; `llm` is
+ *    the dispatcher's setting as given, the worker itself applies `task.model`) with a
  *    minimal environment: the model key only as `LONGSHOT_LLM_API_KEY`, never provider keys or NATS
  *    credentials;
  * 3. stream its stdout `WorkerLine`s to `onLine`, keeping the last handoff;

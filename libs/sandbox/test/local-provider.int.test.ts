@@ -1,6 +1,8 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { createServer, request } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -42,6 +44,52 @@ function taskFor(id: string, scope: string[]): Task {
     baseBranch: "main",
   };
   return Task.parse(input);
+}
+
+/**
+ * A pass-through HTTP proxy in front of sim-llm that records the `model` of every request body (sim-llm
+ * itself ignores the field), so a test can see what the agent really asked for.
+ */
+async function startRecordingProxy(target: string): Promise<{
+  url: string;
+  models: string[];
+  close(): Promise<void>;
+}> {
+  const upstream = new URL(target);
+  const models: string[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      const body = Buffer.concat(chunks);
+      try {
+        const model = (JSON.parse(body.toString("utf8")) as { model?: unknown }).model;
+        if (typeof model === "string") models.push(model);
+      } catch {
+        // not a JSON body (e.g. GET): nothing to record
+      }
+      const up = request(
+        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+        (upRes) => {
+          res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+          upRes.pipe(res);
+        },
+      );
+      up.on("error", () => res.writeHead(502).end());
+      up.end(body);
+    });
+  });
+  await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/v1`,
+    models,
+    close: () =>
+      new Promise<void>((ok) => {
+        server.closeAllConnections();
+        server.close(() => ok());
+      }),
+  };
 }
 
 function gitOut(dir: string, args: string[]): string {
@@ -118,6 +166,14 @@ beforeAll(async () => {
             ],
           },
           { content: handoffBlock("complete", "should never get here", []) },
+        ],
+      },
+      {
+        name: "model",
+        match: { system: "You are a worker", user: "## Task: t-model\n" },
+        turns: [
+          { toolCalls: [{ name: "write", arguments: { path: "model.txt", content: "fallback\n" } }] },
+          { content: handoffBlock("complete", "Wrote model.txt", ["model.txt"]) },
         ],
       },
       {
@@ -261,6 +317,30 @@ describe("local sandbox provider with the real worker, Pi and sim-llm", () => {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
+    }
+  });
+
+  it("applies task.model: Pi asks the endpoint for the task's model, not the dispatcher's", async () => {
+    const proxy = await startRecordingProxy(baseUrl);
+    try {
+      const provider = createLocalSandboxProvider({
+        workerEntry: WORKER_ENTRY,
+        systemPromptPath: SYSTEM_PROMPT,
+        tmpRoot,
+        log,
+      });
+      const lines: WorkerLine[] = [];
+      const task = { ...taskFor("t-model", ["model.txt"]), model: "sim-fallback" };
+      const opts = runOpts(lines);
+      const result = await provider.run(task, { ...opts, llm: { ...opts.llm, baseUrl: proxy.url } });
+
+      expect(result.handoff).toMatchObject({ status: "complete", concerns: [] });
+      // One request per model call (write, then the handoff), all for the task's model.
+      expect(proxy.models).toEqual(["sim-fallback", "sim-fallback"]);
+      const first = lines.find((l) => l.kind === "progress");
+      expect(first?.kind === "progress" ? first.message : "").toContain("model sim-fallback");
+    } finally {
+      await proxy.close();
     }
   });
 

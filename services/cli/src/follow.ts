@@ -73,7 +73,8 @@ function describe(e: AnyEvent, p: Progress): string | undefined {
     case "task.planned": {
       p.planned++;
       const d = e.data as EventPayload<"task.planned">;
-      return `planned  ${d.task.id} (p${d.task.priority}, ${d.task.scope.length} file(s))`;
+      const kind = d.task.kind === "plan" ? "" : ` ${d.task.kind}`;
+      return `planned  ${d.task.id} (p${d.task.priority}${kind}${d.task.attempt > 1 ? `, attempt ${d.task.attempt}` : ""}, ${d.task.scope.length} file(s))`;
     }
     case "task.started":
       p.running++;
@@ -107,6 +108,10 @@ function describe(e: AnyEvent, p: Progress): string | undefined {
       const failing = d.checks.filter((c) => !c.ok).map((c) => c.name);
       return `sweep of ${d.sha.slice(0, 8)}: ${d.green ? "green" : `red (${failing.join(", ")})`}${d.requestId ? " [final]" : ""}`;
     }
+    case "fix.requested": {
+      const d = e.data as EventPayload<"fix.requested">;
+      return `reconciler: ${d.summary} at ${d.sha.slice(0, 8)} → ${d.tasks.length} fix task(s) proposed`;
+    }
     case "error.rejected":
       return `error: ${(e.data as EventPayload<"error.rejected">).reason}`;
     default:
@@ -123,7 +128,9 @@ export function formatSummary(runId: string, s: RunSummary): string {
     `  tasks       ${t.total} (complete ${t.complete}, partial ${t.partial}, blocked ${t.blocked}, failed ${t.failed})`,
     `  merged      ${s.merged}`,
     `  conflicts   ${s.conflicts}`,
-    `  fix tasks   ${s.fixTasks}`,
+    `  fix tasks   ${s.fixTasks} (reconciler), ${s.conflictFixTasks ?? 0} conflict-fix`,
+    `  retried     ${s.retriedTasks ?? 0}`,
+    `  decomposed  ${s.decomposedTasks ?? 0}`,
     `  duration    ${(s.durationMs / 1000).toFixed(1)} s`,
     `  tokens      ${s.tokens}`,
     `  repository  ${s.repo}${s.head ? ` (main at ${s.head.slice(0, 8)})` : ""}`,

@@ -29,7 +29,13 @@ runService("planner", async ({ config, log, bus }) => {
     llm,
     repo: createRepoReader(stateDir),
     systemPromptPath: join(promptsDir, "root-planner.md"),
-    branchPrefix: config.GIT_BRANCH_PREFIX,
+    policy: {
+      branchPrefix: config.GIT_BRANCH_PREFIX,
+      fallbackModel: config.LLM_MODEL_FALLBACK,
+      maxConflictFixes: config.MAX_CONFLICT_FIX_TASKS,
+      finalizationMaxAttempts: config.FINALIZATION_MAX_ATTEMPTS,
+      finalizationTimeoutMs: config.FINALIZATION_SWEEP_TIMEOUT_MS,
+    },
     replanAfter: config.REPLAN_AFTER_HANDOFFS,
     maxIterations: config.PLANNER_MAX_ITERATIONS,
   });
@@ -58,7 +64,13 @@ runService("planner", async ({ config, log, bus }) => {
         const d = env.data;
         const outcome = env.type.slice("merge.".length) as "merged" | "conflict" | "skipped" | "failed";
         const detail = "files" in d ? d.files.join(", ") : "reason" in d ? d.reason : "";
-        await planner.onMerge(env.runId, d.taskId, outcome, detail);
+        await planner.onMerge(env.runId, {
+          taskId: d.taskId,
+          attempt: d.attempt,
+          outcome,
+          detail,
+          ...("files" in d ? { files: d.files } : {}),
+        });
       },
       { concurrency: 8 },
     ),

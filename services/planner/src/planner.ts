@@ -1,12 +1,22 @@
 import { readFile } from "node:fs/promises";
 import type { Bus } from "@longshot/bus";
-import { type AcceptedRun, Buckets, type EventPayload, type Handoff, TaskMessage } from "@longshot/contracts";
+import {
+  type AcceptedRun,
+  Buckets,
+  type EventPayload,
+  type Handoff,
+  TaskMessage,
+  taskQueue,
+} from "@longshot/contracts";
 import type { ChatClient } from "@longshot/llm";
 import type { Logger } from "@longshot/log";
 import type { KV } from "@nats-io/kv";
 import type { RepoReader } from "./adapters/repo.ts";
 import { followUpMessage, initialMessage } from "./domain/messages.ts";
 import {
+  applyFinalRequest,
+  applyFinalResult,
+  applyFixRequest,
   applyHandoff,
   applyMerge,
   applyPlan,
@@ -14,9 +24,10 @@ import {
   buildTasks,
   decideFinalize,
   initialRunState,
-  type MergeOutcome,
+  type MergeReport,
   needsPlan,
   PlannerOutput,
+  type RunPolicy,
   type RunState,
   summarize,
   type Turn,
@@ -30,7 +41,7 @@ export interface PlannerDeps {
   llm: ChatClient;
   repo: RepoReader;
   systemPromptPath: string;
-  branchPrefix: string;
+  policy: RunPolicy;
   replanAfter: number;
   maxIterations: number;
 }
@@ -58,6 +69,7 @@ export function createPlanner(deps: PlannerDeps) {
     private again = false;
     private planning = false;
     private retryTimer: NodeJS.Timeout | undefined;
+    private waitTimer: NodeJS.Timeout | undefined;
     readonly log: Logger;
 
     constructor(state: RunState) {
@@ -102,7 +114,8 @@ export function createPlanner(deps: PlannerDeps) {
       const s = this.state;
       if (s.phase === "completed") return;
       for (const task of tasksToPublish(s)) {
-        await deps.bus.publish(TaskMessage, ["execute", s.run.runId], task, {
+        const queue = taskQueue(task);
+        await deps.bus.publish(TaskMessage, [queue, s.run.runId], task, {
           runId: s.run.runId,
           taskId: task.id,
           id: `task-${s.run.runId}-${task.id}-${task.attempt}`,
@@ -115,7 +128,14 @@ export function createPlanner(deps: PlannerDeps) {
         );
         await this.mutate((st) => ({
           ...st,
-          tasks: { ...st.tasks, [task.id]: { ...st.tasks[task.id]!, published: true } },
+          tasks: {
+            ...st.tasks,
+            [task.id]: {
+              ...st.tasks[task.id]!,
+              published: true,
+              ...(queue === "decompose" ? { decomposed: true } : {}),
+            },
+          },
         }));
       }
       if (!this.planning && needsPlan(this.state, deps.replanAfter)) {
@@ -127,19 +147,27 @@ export function createPlanner(deps: PlannerDeps) {
         return;
       }
       if (this.planning) return;
-      const d = decideFinalize(this.state, this.state.finalSweep, Date.now());
+      const d = decideFinalize(this.state, Date.now(), deps.policy);
       if (d.kind === "request-sweep") {
-        const requestId = `final-${this.state.run.runId}`;
-        await this.mutate((st) => ({ ...st, phase: "finalizing", finalSweepRequestId: requestId }));
+        await this.mutate((st) => applyFinalRequest(st, d.requestId));
         await deps.bus.publishEvent(
           "sweep.requested",
           s.run.runId,
-          { requestId, reason: "final sweep", repo: s.run.repo, baseBranch: s.run.baseBranch },
-          { id: `sweep-${requestId}` },
+          {
+            requestId: d.requestId,
+            reason: `final sweep ${this.state.final.attempt}`,
+            repo: s.run.repo,
+            baseBranch: s.run.baseBranch,
+          },
+          { id: `sweep-${d.requestId}` },
         );
-        this.log.info("planning done, every task terminal: final sweep requested");
+        this.log.info({ requestId: d.requestId }, "every task terminal: final sweep requested");
       } else if (d.kind === "complete") {
         await this.complete(d.summary);
+      } else if (d.untilMs !== undefined) {
+        // Red final sweep: wait for fix tasks, but not past the deadline.
+        if (this.waitTimer) clearTimeout(this.waitTimer);
+        this.waitTimer = setTimeout(() => this.kick(), Math.max(0, d.untilMs - Date.now()) + 10);
       }
     }
 
@@ -173,7 +201,7 @@ export function createPlanner(deps: PlannerDeps) {
           s.conversation.length === 0 ? [{ role: "system", content: systemPrompt }] : s.conversation;
         const res = await deps.llm.completeJson([...history, user], PlannerOutput);
         const { tasks, dropped } = buildTasks(this.state, res.value.tasks, {
-          branchPrefix: deps.branchPrefix,
+          branchPrefix: deps.policy.branchPrefix,
         });
         if (dropped.length) this.log.warn({ dropped }, "model repeated existing task ids; dropped");
         await this.mutate((st) => {
@@ -224,6 +252,7 @@ export function createPlanner(deps: PlannerDeps) {
 
     dispose(): void {
       if (this.retryTimer) clearTimeout(this.retryTimer);
+      if (this.waitTimer) clearTimeout(this.waitTimer);
     }
   }
 
@@ -275,13 +304,19 @@ export function createPlanner(deps: PlannerDeps) {
     async onHandoff(h: Handoff): Promise<void> {
       const a = await actorFor(h.runId);
       if (!a) return;
-      await a.mutate((s) => applyHandoff(s, h));
+      await a.mutate((s) => applyHandoff(s, h, deps.policy));
       a.kick();
     },
-    async onMerge(runId: string, taskId: string, outcome: MergeOutcome, detail: string): Promise<void> {
+    async onMerge(runId: string, m: MergeReport): Promise<void> {
       const a = await actorFor(runId);
       if (!a) return;
-      await a.mutate((s) => applyMerge(s, taskId, outcome, detail));
+      await a.mutate((s) => applyMerge(s, m, deps.policy));
+      a.kick();
+    },
+    async onFixRequest(runId: string, f: EventPayload<"fix.requested">): Promise<void> {
+      const a = await actorFor(runId);
+      if (!a) return;
+      await a.mutate((s) => applyFixRequest(s, f, deps.policy));
       a.kick();
     },
     async onSweep(runId: string, e: EventPayload<"health.swept">): Promise<void> {
@@ -289,9 +324,7 @@ export function createPlanner(deps: PlannerDeps) {
       if (!a) return;
       await a.mutate((s) => {
         const next = applySweep(s, e);
-        return e.requestId && e.requestId === s.finalSweepRequestId
-          ? { ...next, finalSweep: next.lastSweep! }
-          : next;
+        return e.requestId ? applyFinalResult(next, e.requestId, next.lastSweep!, Date.now()) : next;
       });
       a.kick();
     },

@@ -2,13 +2,19 @@ import { type AcceptedRun, emptyMetrics, type Handoff, type HandoffStatus } from
 import { describe, expect, it } from "vitest";
 import { followUpMessage, initialMessage, type RepoSnapshot } from "../src/domain/messages.ts";
 import {
-  applyHandoff,
-  applyMerge,
+  applyHandoff as applyHandoffWith,
+  applyMerge as applyMergeWith,
   applyPlan,
   buildTasks,
   initialRunState,
+  type MergeOutcome,
   type RunState,
 } from "../src/domain/run.ts";
+
+const POLICY = { branchPrefix: "worker/", maxConflictFixes: 30, fallbackModel: undefined };
+const applyHandoff = (s: RunState, h: Handoff) => applyHandoffWith(s, h, POLICY);
+const applyMerge = (s: RunState, id: string, outcome: MergeOutcome, detail: string) =>
+  applyMergeWith(s, { taskId: id, attempt: s.tasks[id]?.task.attempt ?? 1, outcome, detail }, POLICY);
 
 const RUN: AcceptedRun = {
   runId: "run-1",
@@ -160,7 +166,9 @@ describe("followUpMessage", () => {
     expect(active).toContain("- docs (p5): build the docs part");
     expect(active).toContain("- api (p5): build the api part");
     expect(active).not.toContain("users");
-    expect(active).not.toContain("sessions");
+    expect(active).not.toContain("- sessions (");
+    // its conflict filed a conflict-fix task, which is active
+    expect(active).toContain("- sessions-cf (p1): Resolve the merge conflict");
     expect(active).not.toContain("old-task");
   });
 

@@ -1,8 +1,11 @@
 import { type AcceptedRun, emptyMetrics, type Handoff, type HandoffStatus, Task } from "@longshot/contracts";
 import { describe, expect, it } from "vitest";
 import {
-  applyHandoff,
-  applyMerge,
+  applyFinalRequest,
+  applyFinalResult,
+  applyFixRequest,
+  applyHandoff as applyHandoffWith,
+  applyMerge as applyMergeWith,
   applyPlan,
   buildTasks,
   decideFinalize,
@@ -10,6 +13,7 @@ import {
   type MergeOutcome,
   needsPlan,
   type PlannerOutput,
+  type RunPolicy,
   type RunState,
   type SweepRecord,
   summarize,
@@ -25,6 +29,27 @@ const RUN: AcceptedRun = {
   maxWorkers: 2,
 };
 const OPTS = { branchPrefix: "worker/" };
+const POLICY: RunPolicy = {
+  branchPrefix: "worker/",
+  fallbackModel: "fallback-model",
+  maxConflictFixes: 30,
+  finalizationMaxAttempts: 3,
+  finalizationTimeoutMs: 60_000,
+};
+const applyHandoff = (s: RunState, h: Handoff) => applyHandoffWith(s, h, POLICY);
+/** Merge outcome for the task's current attempt; `detail` doubles as the conflicting files list. */
+const applyMerge = (s: RunState, id: string, outcome: MergeOutcome, detail: string) =>
+  applyMergeWith(
+    s,
+    {
+      taskId: id,
+      attempt: s.tasks[id]?.task.attempt ?? 1,
+      outcome,
+      detail,
+      files: detail ? detail.split(", ") : [],
+    },
+    POLICY,
+  );
 const GREEN: SweepRecord = { sha: "abc1234567890", green: true, summary: "green" };
 const RED: SweepRecord = { sha: "def1234567890", green: false, summary: "red: test" };
 
@@ -64,7 +89,12 @@ const publish = (s: RunState, id: string): RunState => ({
 /** Handoff (with `status`) and merge (with `outcome`) for each id. */
 function finish(s: RunState, ids: string[], status: HandoffStatus, outcome: MergeOutcome): RunState {
   let next = s;
-  for (const id of ids) next = applyMerge(applyHandoff(next, handoff(next, id, status)), id, outcome, "");
+  for (const id of ids) {
+    next = applyHandoff(next, handoff(next, id, status));
+    // A failed/blocked first attempt is retried once: hand off the retry with the same status.
+    if (!next.tasks[id]!.handoff) next = applyHandoff(next, handoff(next, id, status));
+    next = applyMerge(next, id, outcome, "");
+  }
   return next;
 }
 
@@ -320,27 +350,198 @@ describe("applyMerge", () => {
 });
 
 describe("decideFinalize", () => {
+  const NOW = T0 + 10;
   it("given planning not done, then wait", () => {
     const s = finish(plan(fresh(), raws(1)), ["t1"], "complete", "merged");
-    expect(decideFinalize(s, GREEN, T0 + 10)).toEqual({ kind: "wait" });
+    expect(decideFinalize(s, NOW, POLICY)).toEqual({ kind: "wait" });
   });
 
   it("given planning done but a task still active, then wait", () => {
     let s = plan(fresh(), raws(2));
     s = finish(s, ["t1"], "complete", "merged");
     s = applyHandoff(s, handoff(s, "t2"));
-    expect(decideFinalize({ ...s, planningDone: true }, GREEN, T0 + 10)).toEqual({ kind: "wait" });
+    expect(decideFinalize({ ...s, planningDone: true }, NOW, POLICY)).toEqual({ kind: "wait" });
   });
 
-  it("given done and idle, then request a sweep once; wait for its result; then complete with the summary", () => {
+  it("given done and idle, then request a sweep once; wait for its result; then complete green", () => {
     const s = plan(finish(plan(fresh(), raws(1)), ["t1"], "complete", "merged"), []);
     expect(s.planningDone).toBe(true);
-    expect(decideFinalize(s, undefined, T0 + 10)).toEqual({ kind: "request-sweep" });
-    const requested: RunState = { ...s, phase: "finalizing", finalSweepRequestId: "final-run-1" };
-    expect(decideFinalize(requested, undefined, T0 + 20)).toEqual({ kind: "wait" });
-    const d = decideFinalize(requested, GREEN, T0 + 30);
-    expect(d).toEqual({ kind: "complete", summary: summarize(requested, GREEN, T0 + 30) });
+    const d0 = decideFinalize(s, NOW, POLICY);
+    expect(d0).toEqual({ kind: "request-sweep", requestId: "final-run-1-1" });
+    const requested = applyFinalRequest(s, "final-run-1-1");
+    expect(decideFinalize(requested, NOW, POLICY)).toEqual({ kind: "wait" });
+    expect(applyFinalResult(requested, "some-other-request", GREEN, NOW)).toBe(requested);
+    const answered = applyFinalResult(requested, "final-run-1-1", GREEN, NOW);
+    const d = decideFinalize(answered, NOW + 20, POLICY);
     expect(d.kind === "complete" && d.summary.status).toBe("green");
+  });
+
+  it("given a red final sweep, when fix tasks arrive and finish, then sweep again and complete green", () => {
+    let s = plan(finish(plan(fresh(5), raws(1)), ["t1"], "complete", "merged"), []);
+    s = applyFinalResult(applyFinalRequest(s, "final-run-1-1"), "final-run-1-1", RED, NOW);
+    expect(decideFinalize(s, NOW, POLICY)).toEqual({
+      kind: "wait",
+      untilMs: NOW + POLICY.finalizationTimeoutMs,
+    });
+    s = applyFixRequest(
+      s,
+      {
+        sha: RED.sha,
+        signature: "sig-1",
+        summary: "test failed",
+        tasks: [{ description: "fix it", scope: ["src/a.ts"], acceptance: "tests pass" }],
+      },
+      POLICY,
+    );
+    expect(decideFinalize(s, NOW, POLICY)).toEqual({ kind: "wait" }); // the fix task is active
+    s = finish(publish(s, "fix-001"), ["fix-001"], "complete", "merged");
+    expect(decideFinalize(s, NOW, POLICY)).toEqual({ kind: "request-sweep", requestId: "final-run-1-2" });
+    s = applyFinalResult(applyFinalRequest(s, "final-run-1-2"), "final-run-1-2", GREEN, NOW);
+    const d = decideFinalize(s, NOW, POLICY);
+    expect(d.kind === "complete" && d.summary).toMatchObject({ status: "green", fixTasks: 1 });
+  });
+
+  it("given a red final sweep and no fix within the timeout, then complete red", () => {
+    let s = plan(finish(plan(fresh(), raws(1)), ["t1"], "complete", "merged"), []);
+    s = applyFinalResult(applyFinalRequest(s, "final-run-1-1"), "final-run-1-1", RED, NOW);
+    const d = decideFinalize(s, NOW + POLICY.finalizationTimeoutMs, POLICY);
+    expect(d.kind === "complete" && d.summary.status).toBe("red");
+  });
+
+  it("given the last allowed final sweep is red, then complete red without waiting", () => {
+    let s = plan(finish(plan(fresh(), raws(1)), ["t1"], "complete", "merged"), []);
+    s = { ...s, final: { attempt: 2, taskCount: s.order.length } };
+    s = applyFinalResult(applyFinalRequest(s, "final-run-1-3"), "final-run-1-3", RED, NOW);
+    const d = decideFinalize(s, NOW, POLICY);
+    expect(d.kind === "complete" && d.summary.status).toBe("red");
+  });
+
+  it("given a green main but a failed task, then complete red at once (no fix will come)", () => {
+    let s = plan(finish(plan(fresh(), raws(1)), ["t1"], "failed", "skipped"), []);
+    s = applyFinalResult(applyFinalRequest(s, "final-run-1-1"), "final-run-1-1", GREEN, NOW);
+    const d = decideFinalize(s, NOW, POLICY);
+    expect(d.kind === "complete" && d.summary.status).toBe("red");
+  });
+});
+
+describe("retries", () => {
+  it("given a failed first attempt, then attempt 2 is queued on the fallback model with the first handoff as context", () => {
+    let s = plan(fresh(), raws(1));
+    s = applyHandoff(publish(s, "t1"), {
+      ...handoff(s, "t1", "failed"),
+      summary: "tests kept failing",
+      concerns: ["flaky db"],
+    });
+    const rec = s.tasks.t1!;
+    expect(rec.handoff).toBeUndefined();
+    expect(rec.published).toBe(false);
+    expect(rec.task).toMatchObject({ attempt: 2, model: "fallback-model" });
+    expect(rec.task.context).toContain("tests kept failing");
+    expect(rec.task.context).toContain("flaky db");
+    expect(rec.previous).toEqual({ status: "failed", summary: "tests kept failing", concerns: ["flaky db"] });
+    expect(s.pendingReports).toEqual(["t1"]);
+    expect(tasksToPublish(s).map((t) => t.attempt)).toEqual([2]);
+  });
+
+  it("given a stale handoff or merge of attempt 1 after the retry started, then it is ignored", () => {
+    let s = plan(fresh(), raws(1));
+    const first = handoff(s, "t1", "blocked");
+    s = applyHandoff(s, first);
+    expect(applyHandoff(s, first)).toBe(s);
+    expect(applyMergeWith(s, { taskId: "t1", attempt: 1, outcome: "skipped", detail: "" }, POLICY)).toBe(s);
+  });
+
+  it("given the retry fails too, then it is final and the run is red", () => {
+    const s = finish(plan(fresh(), raws(1)), ["t1"], "failed", "skipped");
+    expect(s.tasks.t1!.handoff?.status).toBe("failed");
+    expect(s.tasks.t1!.task.attempt).toBe(2);
+    expect(summarize(s, GREEN, T0).retriedTasks).toBe(1);
+  });
+});
+
+describe("conflict-fix tasks", () => {
+  it("given a conflict, then a priority-1 conflict-fix task for that branch and files is queued", () => {
+    let s = plan(fresh(), raws(1));
+    s = applyMerge(applyHandoff(s, handoff(s, "t1")), "t1", "conflict", "src/app.ts, src/b.ts");
+    const cf = s.tasks["t1-cf"]!;
+    expect(cf.task).toMatchObject({
+      kind: "conflict-fix",
+      priority: 1,
+      scope: ["src/app.ts", "src/b.ts"],
+      conflictBranch: s.tasks.t1!.task.branch,
+      attempt: 1,
+    });
+    expect(cf.resolves).toBe("t1");
+    expect(summarize(s, GREEN, T0).status).toBe("red");
+  });
+
+  it("given the conflict-fix task merges, then the original counts as landed and the run can be green", () => {
+    let s = plan(fresh(), raws(1));
+    s = applyMerge(applyHandoff(s, handoff(s, "t1")), "t1", "conflict", "src/app.ts");
+    s = finish(publish(s, "t1-cf"), ["t1-cf"], "complete", "merged");
+    expect(s.tasks.t1!.resolvedBy).toBe("t1-cf");
+    expect(summarize(s, GREEN, T0)).toMatchObject({ status: "green", conflicts: 1, conflictFixTasks: 1 });
+  });
+
+  it("given a conflict-fix task conflicts itself, then no further conflict-fix task is filed", () => {
+    let s = plan(fresh(), raws(1));
+    s = applyMerge(applyHandoff(s, handoff(s, "t1")), "t1", "conflict", "src/app.ts");
+    s = applyMerge(applyHandoff(publish(s, "t1-cf"), handoff(s, "t1-cf")), "t1-cf", "conflict", "src/app.ts");
+    expect(s.order.filter((id) => s.tasks[id]!.task.kind === "conflict-fix")).toEqual(["t1-cf"]);
+  });
+
+  it("given the per-run budget is spent, then conflicts file no more conflict-fix tasks", () => {
+    let s = plan(fresh(5), raws(2));
+    const capped = { ...POLICY, maxConflictFixes: 1 };
+    s = applyMergeWith(
+      applyHandoff(s, handoff(s, "t1")),
+      { taskId: "t1", attempt: 1, outcome: "conflict", detail: "", files: ["a"] },
+      capped,
+    );
+    s = applyMergeWith(
+      applyHandoff(s, handoff(s, "t2")),
+      { taskId: "t2", attempt: 1, outcome: "conflict", detail: "", files: ["a"] },
+      capped,
+    );
+    expect(s.order.filter((id) => id.endsWith("-cf"))).toEqual(["t1-cf"]);
+  });
+});
+
+describe("fix requests", () => {
+  const req = (signature: string, n = 2) => ({
+    sha: "abc",
+    signature,
+    summary: "test: 1 failing",
+    tasks: Array.from({ length: n }, (_, i) => ({
+      description: `fix ${i}`,
+      scope: [`src/f${i}.ts`],
+      acceptance: "green",
+    })),
+  });
+
+  it("given a request, then fix tasks get unique ids, priority 1 and the signature", () => {
+    const s = applyFixRequest(plan(fresh(), raws(1)), req("sig-a"), POLICY);
+    expect(s.order.slice(1)).toEqual(["fix-001", "fix-002"]);
+    expect(s.tasks["fix-001"]!.task).toMatchObject({
+      kind: "fix",
+      priority: 1,
+      signature: "sig-a",
+      scope: ["src/f0.ts"],
+    });
+  });
+
+  it("given a fix for the same signature in flight, then the request is dropped; another signature is filed", () => {
+    const s1 = applyFixRequest(plan(fresh(), raws(1)), req("sig-a"), POLICY);
+    expect(applyFixRequest(s1, req("sig-a"), POLICY)).toBe(s1);
+    const s2 = applyFixRequest(s1, req("sig-b", 1), POLICY);
+    expect(s2.order.at(-1)).toBe("fix-003");
+  });
+
+  it("given the earlier fixes for a signature are terminal, then the same signature is filed again with new ids", () => {
+    let s = applyFixRequest(plan(fresh(5), raws(1)), req("sig-a", 1), POLICY);
+    s = finish(publish(s, "fix-001"), ["fix-001"], "complete", "merged");
+    s = applyFixRequest(s, req("sig-a", 1), POLICY);
+    expect(s.order.at(-1)).toBe("fix-002");
   });
 });
 
@@ -358,6 +559,9 @@ describe("summarize", () => {
       merged: 2,
       conflicts: 0,
       fixTasks: 0,
+      conflictFixTasks: 0,
+      retriedTasks: 0,
+      decomposedTasks: 0,
       durationMs: 5000,
       tokens: 1000,
       repo: "/tmp/target",

@@ -1,7 +1,12 @@
-import { eventDecoder, RetryableError, runService } from "@longshot/bus";
-import { Consumers } from "@longshot/contracts";
-import { type SweepResult, sweep } from "./adapters/sweep.ts";
-import { SweepCoalescer } from "./domain/coalesce.ts";
+import { readFile } from "node:fs/promises";
+import { eventDecoder, runService } from "@longshot/bus";
+import { llmEndpoints } from "@longshot/config";
+import { Consumers, runIdOfEventSubject, Subjects } from "@longshot/contracts";
+import { ChatClient } from "@longshot/llm";
+import { sweep } from "./adapters/sweep.ts";
+import { createReconciler } from "./reconciler.ts";
+
+const promptPath = new URL("../../../prompts/reconciler.md", import.meta.url).pathname;
 
 runService("reconciler", async ({ config, log, bus }) => {
   const overrides = {
@@ -10,70 +15,62 @@ runService("reconciler", async ({ config, log, bus }) => {
     typecheck: config.SWEEP_TYPECHECK_CMD,
     test: config.SWEEP_TEST_CMD,
   };
-  // Key = run id; the repo and branch of the latest request for that run are used.
-  const targets = new Map<string, { repo: string; baseBranch: string }>();
-  let sweeps = 0;
-  const published = new Map<string, Promise<void>>();
-  const coalescer = new SweepCoalescer<SweepResult & { no: number }>(async (runId) => {
-    const t = targets.get(runId)!;
-    const no = ++sweeps;
-    const result = await sweep(t.repo, t.baseBranch, overrides, config.SWEEP_TIMEOUT_MS);
-    log.info(
-      {
-        runId,
-        sha: result.sha,
-        green: result.green,
-        durationMs: result.durationMs,
-        failing: result.checks.filter((c) => !c.ok).map((c) => c.name),
-      },
-      "swept",
-    );
-    return { ...result, no };
+  const endpoints = llmEndpoints(config);
+  const reconciler = createReconciler({
+    bus,
+    log,
+    sweep: (repo, baseBranch) => sweep(repo, baseBranch, overrides, config.SWEEP_TIMEOUT_MS),
+    ...(endpoints.length
+      ? {
+          llm: {
+            client: new ChatClient({
+              endpoints: endpoints.map((e) => ({
+                name: e.name,
+                baseUrl: e.endpoint,
+                apiKey: e.apiKey,
+                weight: e.weight,
+              })),
+              model: config.LLM_MODEL,
+              timeoutMs: config.LLM_TIMEOUT_MS,
+              maxTokens: config.LLM_MAX_TOKENS,
+            }),
+            systemPrompt: await readFile(promptPath, "utf8"),
+          },
+        }
+      : {}),
+    timer: {
+      redIntervalMs: config.RECONCILER_RED_INTERVAL_MS,
+      greenIntervalMs: config.RECONCILER_GREEN_INTERVAL_MS,
+      greenStreak: config.RECONCILER_GREEN_STREAK,
+    },
+    refileAfterMs: config.RECONCILER_REFILE_AFTER_MS,
   });
-
-  const request = async (runId: string, repo: string, baseBranch: string, requestId: string | undefined) => {
-    targets.set(runId, { repo, baseBranch });
-    let r: SweepResult & { no: number };
-    try {
-      r = await coalescer.request(runId);
-    } catch (err) {
-      throw new RetryableError(`sweep failed: ${(err as Error).message}`, { delayMs: 5000, cause: err });
-    }
-    const { no, ...result } = r;
-    // Merge-triggered requests that joined the same sweep share one event; an explicit request id gets its
-    // own. The id also makes JetStream drop a republish after a redelivery.
-    const eventKey = `${runId}-${no}-${requestId ?? "merge"}`;
-    let publishing = published.get(eventKey);
-    if (!publishing) {
-      publishing = bus
-        .publishEvent(
-          "health.swept",
-          runId,
-          { ...result, ...(requestId ? { requestId } : {}) },
-          { id: `swept-${eventKey}` },
-        )
-        .then(() => undefined);
-      published.set(eventKey, publishing);
-      publishing.catch(() => published.delete(eventKey));
-    }
-    await publishing;
-  };
-
+  // Finished runs need no more timer sweeps (a plain subscription: a missed one only costs extra sweeps).
+  const completed = bus.nc.subscribe(Subjects.eventsOfType("run.completed"), {
+    callback: (_err, msg) => {
+      const runId = runIdOfEventSubject(msg.subject);
+      if (runId) reconciler.forget(runId);
+    },
+  });
   const consumptions = await Promise.all([
     bus.consume(
       Consumers.reconcilerMerges,
       eventDecoder("merge.merged"),
-      (env) => request(env.runId, env.data.repo, env.data.baseBranch, undefined),
-      { concurrency: 16 },
+      (env) => reconciler.request(env.runId, env.data.repo, env.data.baseBranch, undefined),
+      {
+        concurrency: 16,
+      },
     ),
     bus.consume(
       Consumers.reconcilerSweeps,
       eventDecoder("sweep.requested"),
-      (env) => request(env.runId, env.data.repo, env.data.baseBranch, env.data.requestId),
+      (env) => reconciler.request(env.runId, env.data.repo, env.data.baseBranch, env.data.requestId),
       { concurrency: 16 },
     ),
   ]);
   return async () => {
+    completed.unsubscribe();
+    reconciler.stop();
     await Promise.all(consumptions.map((c) => c.stop()));
   };
 });

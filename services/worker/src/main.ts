@@ -3,15 +3,18 @@
 import { readFile } from "node:fs/promises";
 import { Task, WorkerInput, type WorkerLine } from "@longshot/contracts";
 import { headSha } from "@longshot/git";
-import { finalizeRepo } from "./adapters/repo.ts";
+import { finalizeRepo, readRebaseState, rebaseInProgress } from "./adapters/repo.ts";
 import {
   type AgentOutcome,
   buildHandoff,
   emptyAgentOutcome,
   emptyRepoOutcome,
   parseAgentHandoff,
+  type RepoOutcome,
   summaryLine,
 } from "./domain/handoff.ts";
+import { applyModelOverride } from "./domain/input.ts";
+import { buildTaskPrompt, type RebaseState } from "./domain/prompt.ts";
 import { createCommandHarness } from "./harness/command.ts";
 import { createPiHarness } from "./harness/pi.ts";
 import type { Harness } from "./harness/types.ts";
@@ -29,6 +32,9 @@ process.env.GIT_AUTHOR_NAME ??= process.env.GIT_COMMIT_NAME || "Longshot";
 process.env.GIT_AUTHOR_EMAIL ??= process.env.GIT_COMMIT_EMAIL || "longshot@localhost";
 process.env.GIT_COMMITTER_NAME ??= process.env.GIT_AUTHOR_NAME;
 process.env.GIT_COMMITTER_EMAIL ??= process.env.GIT_AUTHOR_EMAIL;
+// Nobody can answer an editor in a sandbox: `git rebase --continue`, `git commit` without -m, … must not
+// wait for one.
+process.env.GIT_EDITOR = "true";
 
 // stdout carries the protocol only: anything a library prints goes to stderr.
 for (const method of ["log", "info", "debug", "warn"] as const) {
@@ -41,12 +47,24 @@ function emit(line: WorkerLine): Promise<void> {
 }
 
 // ==== Run ====
-async function run(input: WorkerInput, startedAt: number): Promise<void> {
+/** Concern of a conflict-fix attempt whose agent stopped with the rebase still in progress. */
+const REBASE_NOT_COMPLETED = "rebase not completed";
+
+async function run(rawInput: WorkerInput, startedAt: number): Promise<void> {
+  // task.model (e.g. the fallback model of a retry) overrides the dispatcher's model here, and only here.
+  const input = applyModelOverride(rawInput);
   const { task, repoDir } = input;
+  const conflictFix = task.conflictBranch !== undefined;
   const harness: Harness =
     input.harness === "command" ? createCommandHarness(WORKER_COMMAND) : createPiHarness({ apiKey: API_KEY });
   const startSha = await headSha(repoDir);
-  await emit({ kind: "progress", message: `worker started on ${task.branch} (${input.harness} harness)` });
+  const rebase: RebaseState | undefined = conflictFix ? await readRebaseState(repoDir) : undefined;
+  await emit({
+    kind: "progress",
+    message:
+      `worker started on ${task.branch} (${input.harness} harness, model ${input.llm.model})` +
+      (rebase?.inProgress ? `, rebase stopped on ${rebase.files.length} conflicted file(s)` : ""),
+  });
 
   const controller = new AbortController();
   let timedOut = false;
@@ -68,7 +86,8 @@ async function run(input: WorkerInput, startedAt: number): Promise<void> {
 
   let agent: AgentOutcome;
   try {
-    agent = await harness.run(input, (p) => void emit({ kind: "progress", ...p }), controller.signal);
+    const prompt = buildTaskPrompt(task, rebase !== undefined ? { rebase } : {});
+    agent = await harness.run(input, prompt, (p) => void emit({ kind: "progress", ...p }), controller.signal);
   } catch (err) {
     agent = { ...emptyAgentOutcome(), stopReason: "error", errorMessage: errorText(err) };
   } finally {
@@ -82,13 +101,28 @@ async function run(input: WorkerInput, startedAt: number): Promise<void> {
   });
 
   const parsed = parseAgentHandoff(agent.finalText);
-  const repo = await finalizeRepo({
-    repoDir,
-    startSha,
-    branch: task.branch,
-    baseBranch: task.baseBranch,
-    commitMessage: `${task.id}: ${summaryLine(parsed, agent.finalText)}`,
-  });
+  const repoFailures: string[] = [];
+  let repo: RepoOutcome & { concerns: string[] };
+  if (conflictFix && (await rebaseInProgress(repoDir))) {
+    // Committing now would put a half-rebased detached HEAD somewhere; nothing is committed or pushed.
+    const still = await readRebaseState(repoDir);
+    repoFailures.push(REBASE_NOT_COMPLETED);
+    if (still.files.length > 0) repoFailures.push(`still conflicted: ${still.files.join(", ")}`);
+    repo = { ...emptyRepoOutcome(), concerns: [] };
+  } else {
+    const finalized = await finalizeRepo({
+      repoDir,
+      startSha,
+      ...(conflictFix ? { diffFrom: `refs/remotes/origin/${task.baseBranch}` } : {}),
+      branch: task.branch,
+      baseBranch: task.baseBranch,
+      commitMessage: `${task.id}: ${summaryLine(parsed, agent.finalText)}`,
+    });
+    if (finalized.conflictMarkers.length > 0) {
+      repoFailures.push(`conflict markers left in: ${finalized.conflictMarkers.join(", ")}`);
+    }
+    repo = finalized;
+  }
   if (repo.head)
     await emit({ kind: "progress", message: `pushed ${task.branch} at ${repo.head.slice(0, 12)}` });
 
@@ -100,6 +134,7 @@ async function run(input: WorkerInput, startedAt: number): Promise<void> {
     durationMs: Date.now() - startedAt,
     ...(timedOut ? { timedOutAfterMs: input.timeoutMs } : {}),
     ...(interruptedBy !== undefined && !timedOut ? { interruptedBy } : {}),
+    repoFailures,
     extraConcerns: repo.concerns,
   });
   await emit({ kind: "handoff", handoff });

@@ -232,6 +232,48 @@ describe("buildHandoff", () => {
   });
 });
 
+describe("buildHandoff with repository failures", () => {
+  const fix: Task = { ...task, kind: "conflict-fix", conflictBranch: "worker/t-0", scope: ["src/app.ts"] };
+
+  it("given a complete agent but an unfinished rebase, then the handoff is failed with that concern first", () => {
+    const parsed = parseAgentHandoff(handoffJson("complete", { concerns: ["resolved it"] }));
+    const h = buildHandoff({
+      task: fix,
+      parsed,
+      agent: agent(),
+      repo: emptyRepoOutcome(),
+      durationMs: 1,
+      repoFailures: ["rebase not completed", "still conflicted: src/app.ts"],
+    });
+    expect(h.status).toBe("failed");
+    expect(h.concerns.slice(0, 3)).toEqual(["rebase not completed", "still conflicted: src/app.ts", "resolved it"]);
+    expect(h.head).toBeUndefined();
+  });
+
+  it("given a timeout and conflict markers, then the timeout stays the first concern", () => {
+    const h = buildHandoff({
+      task,
+      parsed: parseAgentHandoff(""),
+      agent: agent({ stopReason: "aborted" }),
+      repo: repo({ head: undefined }),
+      durationMs: 1,
+      timedOutAfterMs: 9000,
+      repoFailures: ["conflict markers left in: src/greet.ts"],
+    });
+    expect(h).toMatchObject({
+      status: "failed",
+      concerns: ["timed out after 9000 ms", "conflict markers left in: src/greet.ts"],
+    });
+  });
+
+  it("given a conflict-fix task, then the original branch's files are not reported as outside the scope", () => {
+    const parsed = parseAgentHandoff(handoffJson("complete", { filesChanged: ["src/app.ts"] }));
+    const changed = ["src/app.ts", "src/greet.ts", "test/greet.test.ts"];
+    const h = buildHandoff({ task: fix, parsed, agent: agent(), repo: repo({ filesChanged: changed }), durationMs: 1 });
+    expect(h).toMatchObject({ status: "complete", concerns: [], filesChanged: changed });
+  });
+});
+
 describe("summaryLine", () => {
   it("is the first line of the summary, at most 72 chars", () => {
     expect(summaryLine(parseAgentHandoff(handoffJson("complete", { summary: "one\ntwo" })), "")).toBe("one");

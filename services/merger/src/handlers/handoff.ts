@@ -70,7 +70,7 @@ export function createHandoffHandler(deps: { bus: Bus; runner: MergeRunner }) {
       correlationId: env.correlationId,
       id: `merge-${h.runId}-${h.taskId}-${h.task.attempt}`,
     };
-    const base = { taskId: h.taskId, branch: h.branch };
+    const base = { taskId: h.taskId, attempt: h.task.attempt, branch: h.branch };
     switch (outcome.kind) {
       case "merged":
         await deps.bus.publishEvent(

@@ -35,6 +35,40 @@ export interface TaskRecord {
   };
   merge?: MergeOutcome;
   mergeDetail?: string;
+  /** Set when the task went to the subplanner (its outcome is an aggregate of subtasks). */
+  decomposed?: boolean;
+  /** Conflict-fix tasks: the id of the task whose conflicting branch they resolve. */
+  resolves?: string;
+  /** A task that conflicted: the conflict-fix task whose merge landed its changes. */
+  resolvedBy?: string;
+  /** The handoff of the first attempt, kept when the task is retried. */
+  previous?: { status: HandoffStatus; summary: string; concerns: string[] };
+}
+
+/**
+ * The finalization loop (inventory §1.11, kept): `attempt` counts final sweeps requested; `taskCount` is the
+ * number of tasks when the current one was requested (new fix tasks since then mean: sweep again once they
+ * are terminal); `result` is the answer to the current request; `redSince` when it came back red.
+ */
+export interface FinalState {
+  attempt: number;
+  requestId?: string;
+  taskCount: number;
+  result?: SweepRecord;
+  redSince?: number;
+}
+
+/** Policy knobs of the run (from configuration). */
+export interface RunPolicy {
+  branchPrefix: string;
+  /** Model for second attempts (LLM_MODEL_FALLBACK); undefined = same model. */
+  fallbackModel?: string | undefined;
+  /** Conflict-fix tasks per run (default 30). */
+  maxConflictFixes: number;
+  /** Final sweeps per run before the run ends red (FINALIZATION_MAX_ATTEMPTS, default 3). */
+  finalizationMaxAttempts: number;
+  /** How long a red final sweep waits for fix tasks before the run ends red, ms. */
+  finalizationTimeoutMs: number;
 }
 
 /** Result of the last reconciler sweep of the run's base branch. */
@@ -65,8 +99,7 @@ export interface RunState {
   lastSweep?: SweepRecord;
   /** The base branch as the model last saw it (for file-tree and commit deltas). */
   lastSeen?: { head: string; files: string[] };
-  finalSweepRequestId?: string;
-  finalSweep?: SweepRecord;
+  final: FinalState;
   summary?: RunSummary;
   consecutiveErrors: number;
 }
@@ -101,8 +134,12 @@ export function initialRunState(run: AcceptedRun, now: number): RunState {
     handoffsSinceReplan: 0,
     tokens: 0,
     consecutiveErrors: 0,
+    final: { attempt: 0, taskCount: 0 },
   };
 }
+
+/** Whether a task's changes are on the base branch, directly or through its conflict-fix task. */
+const landed = (r: TaskRecord) => r.merge === "merged" || r.resolvedBy !== undefined;
 
 export const isTerminal = (r: TaskRecord) => r.handoff !== undefined && r.merge !== undefined;
 
@@ -196,12 +233,47 @@ export function tasksToPublish(s: RunState): Task[] {
     .map((r) => r.task);
 }
 
-/** Records a handoff. Unknown tasks and repeats are ignored (idempotent). */
-export function applyHandoff(s: RunState, h: Handoff): RunState {
+/**
+ * Records a handoff (ignored when the task or attempt is unknown, or already recorded). A `failed` or
+ * `blocked` first attempt is retried once instead (inventory §1.5): attempt 2 on the fallback model when
+ * one is configured, with the first attempt's handoff in its context. The model is told either way.
+ */
+export function applyHandoff(s: RunState, h: Handoff, policy: Pick<RunPolicy, "fallbackModel">): RunState {
   const rec = s.tasks[h.taskId];
-  if (!rec || rec.handoff) return s;
-  return {
+  if (!rec || rec.handoff || h.task.attempt !== rec.task.attempt) return s;
+  const base = {
     ...s,
+    pendingReports: [...s.pendingReports, h.taskId],
+    handoffsSinceReplan: s.handoffsSinceReplan + 1,
+    tokens: s.tokens + h.metrics.tokensUsed,
+  };
+  if ((h.status === "failed" || h.status === "blocked") && rec.task.attempt === 1) {
+    const context = [
+      `Attempt 1 ended ${h.status}: ${h.summary}`,
+      ...(h.concerns.length ? [`Its concerns: ${h.concerns.join(" | ")}`] : []),
+      "Take a different approach where the first one failed.",
+    ].join("\n");
+    const retry: Task = {
+      ...rec.task,
+      attempt: 2,
+      context: rec.task.context ? `${rec.task.context}\n\n${context}` : context,
+      ...(policy.fallbackModel ? { model: policy.fallbackModel } : {}),
+    };
+    return {
+      ...base,
+      tasks: {
+        ...s.tasks,
+        [h.taskId]: {
+          task: retry,
+          published: false,
+          previous: { status: h.status, summary: h.summary, concerns: h.concerns },
+          ...(rec.resolves ? { resolves: rec.resolves } : {}),
+        },
+      },
+    };
+  }
+  return {
+    ...base,
     tasks: {
       ...s.tasks,
       [h.taskId]: {
@@ -217,17 +289,117 @@ export function applyHandoff(s: RunState, h: Handoff): RunState {
         },
       },
     },
-    pendingReports: [...s.pendingReports, h.taskId],
-    handoffsSinceReplan: s.handoffsSinceReplan + 1,
-    tokens: s.tokens + h.metrics.tokensUsed,
   };
 }
 
-/** Records the merge queue's decision for a task. Repeats are ignored. */
-export function applyMerge(s: RunState, taskId: string, outcome: MergeOutcome, detail: string): RunState {
-  const rec = s.tasks[taskId];
-  if (!rec || rec.merge) return s;
-  return { ...s, tasks: { ...s.tasks, [taskId]: { ...rec, merge: outcome, mergeDetail: detail } } };
+/** A merge queue decision as the planner sees it. */
+export interface MergeReport {
+  taskId: string;
+  attempt: number;
+  outcome: MergeOutcome;
+  detail: string;
+  /** Conflicting files (conflicts only). */
+  files?: string[];
+}
+
+/**
+ * Records the merge queue's decision for a task attempt (repeats and stale attempts are ignored).
+ * A conflict of an ordinary task files a conflict-fix task (priority 1, scope = the conflicting files, the
+ * conflicting branch rebased in its sandbox), at most `maxConflictFixes` per run; a conflict-fix task
+ * never spawns another. A merged conflict-fix task marks the task it resolves as landed.
+ */
+export function applyMerge(
+  s: RunState,
+  m: MergeReport,
+  policy: Pick<RunPolicy, "branchPrefix" | "maxConflictFixes">,
+): RunState {
+  const rec = s.tasks[m.taskId];
+  if (!rec || rec.merge || m.attempt !== rec.task.attempt) return s;
+  let next: RunState = {
+    ...s,
+    tasks: { ...s.tasks, [m.taskId]: { ...rec, merge: m.outcome, mergeDetail: m.detail } },
+  };
+  if (m.outcome === "merged" && rec.resolves && next.tasks[rec.resolves]) {
+    next.tasks[rec.resolves] = { ...next.tasks[rec.resolves]!, resolvedBy: m.taskId };
+  }
+  const conflictFixes = s.order.filter((id) => s.tasks[id]!.task.kind === "conflict-fix").length;
+  if (
+    m.outcome === "conflict" &&
+    rec.task.kind !== "conflict-fix" &&
+    conflictFixes < policy.maxConflictFixes
+  ) {
+    const id = `${rec.task.id}-cf`.slice(0, 80);
+    if (!next.tasks[id]) {
+      const files = (m.files ?? []).slice(0, 10);
+      const task: Task = {
+        ...rec.task,
+        id,
+        kind: "conflict-fix",
+        description: `Resolve the merge conflict of branch ${rec.task.branch} with ${s.run.baseBranch}. The branch is being rebased onto ${s.run.baseBranch} in your sandbox and stopped with conflicts in: ${files.join(", ")}. Keep the intent of both sides. Original task: ${rec.task.description}`,
+        scope: files,
+        acceptance:
+          `No conflict markers remain; the rebase is complete; the project's tests pass. ${rec.task.acceptance}`.trim(),
+        branch: `${policy.branchPrefix}${id}`,
+        priority: 1,
+        attempt: 1,
+        conflictBranch: rec.task.branch,
+      };
+      delete (task as { model?: string }).model;
+      delete (task as { context?: string }).context;
+      next = {
+        ...next,
+        tasks: { ...next.tasks, [id]: { task, published: false, resolves: rec.task.id } },
+        order: [...next.order, id],
+      };
+    }
+  }
+  return next;
+}
+
+/**
+ * Files the reconciler's fix tasks for a red base branch, unless a fix task for the same failure signature
+ * is still in flight (dedup by signature, not by a model-chosen id). Ids `fix-NNN` are unique per run;
+ * priority 1; at most 5 per request, ≤ 3 files each (enforced by the contract).
+ */
+export function applyFixRequest(
+  s: RunState,
+  f: EventPayload<"fix.requested">,
+  policy: Pick<RunPolicy, "branchPrefix">,
+): RunState {
+  if (s.phase === "completed" || f.tasks.length === 0) return s;
+  const inFlight = s.order.some((id) => {
+    const r = s.tasks[id]!;
+    return r.task.kind === "fix" && r.task.signature === f.signature && !isTerminal(r);
+  });
+  if (inFlight) return s;
+  let n = s.order.filter((id) => s.tasks[id]!.task.kind === "fix").length;
+  const tasks = { ...s.tasks };
+  const order = [...s.order];
+  for (const t of f.tasks) {
+    let id: string;
+    do id = `fix-${String(++n).padStart(3, "0")}`;
+    while (tasks[id]);
+    tasks[id] = {
+      task: {
+        id,
+        runId: s.run.runId,
+        kind: "fix",
+        description: `${t.description}\n\nFailing check on ${s.run.baseBranch} at ${f.sha.slice(0, 8)}: ${f.summary}`,
+        scope: t.scope,
+        acceptance: t.acceptance,
+        branch: `${policy.branchPrefix}${id}-${slugify(t.description, 30)}`,
+        priority: 1,
+        depth: 0,
+        attempt: 1,
+        repo: s.run.repo,
+        baseBranch: s.run.baseBranch,
+        signature: f.signature,
+      },
+      published: false,
+    };
+    order.push(id);
+  }
+  return { ...s, tasks, order };
 }
 
 /** Records a sweep result for the run. */
@@ -241,24 +413,56 @@ export function applySweep(s: RunState, e: EventPayload<"health.swept">): RunSta
 
 /** What the run should do next once planning is finished. */
 export type FinalizeDecision =
-  | { kind: "wait" }
-  | { kind: "request-sweep" }
+  | { kind: "wait"; untilMs?: number }
+  | { kind: "request-sweep"; requestId: string }
   | { kind: "complete"; summary: RunSummary };
 
 /**
- * Finalization: once the model is done and every task is terminal, request a final sweep of the base branch;
- * when that sweep's result arrives, complete. Green only if every task that produced changes merged, no task
- * failed, and the final sweep is green.
+ * Finalization: once the model is done and every task is terminal, request a final sweep of the base
+ * branch. Green (and nothing failed or left unmerged) → complete green. Red → wait for the reconciler's
+ * fix tasks; when they are all terminal, sweep again; up to `finalizationMaxAttempts` sweeps, and at most
+ * `finalizationTimeoutMs` waiting for fixes after a red sweep, then complete red.
  */
 export function decideFinalize(
   s: RunState,
-  finalSweep: SweepRecord | undefined,
   now: number,
+  policy: Pick<RunPolicy, "finalizationMaxAttempts" | "finalizationTimeoutMs">,
 ): FinalizeDecision {
   if (!s.planningDone || activeTasks(s).length > 0) return { kind: "wait" };
-  if (!s.finalSweepRequestId) return { kind: "request-sweep" };
-  if (!finalSweep) return { kind: "wait" };
-  return { kind: "complete", summary: summarize(s, finalSweep, now) };
+  const f = s.final;
+  const nextRequest = () => ({
+    kind: "request-sweep" as const,
+    requestId: `final-${s.run.runId}-${f.attempt + 1}`,
+  });
+  if (!f.requestId) return nextRequest();
+  if (!f.result) return { kind: "wait" };
+  const sum = summarize(s, f.result, now);
+  if (sum.status === "green") return { kind: "complete", summary: sum };
+  if (s.order.length > f.taskCount && f.attempt < policy.finalizationMaxAttempts) return nextRequest();
+  const deadline = (f.redSince ?? now) + policy.finalizationTimeoutMs;
+  if (
+    f.attempt >= policy.finalizationMaxAttempts ||
+    now >= deadline ||
+    (f.result.green && sum.status === "red")
+  ) {
+    return { kind: "complete", summary: sum };
+  }
+  return { kind: "wait", untilMs: deadline };
+}
+
+/** Records that final sweep `requestId` was requested. */
+export function applyFinalRequest(s: RunState, requestId: string): RunState {
+  return {
+    ...s,
+    phase: "finalizing",
+    final: { attempt: s.final.attempt + 1, requestId, taskCount: s.order.length },
+  };
+}
+
+/** Records the answer to the current final sweep request (others are ignored). */
+export function applyFinalResult(s: RunState, requestId: string, sweep: SweepRecord, now: number): RunState {
+  if (s.final.requestId !== requestId || s.final.result) return s;
+  return { ...s, final: { ...s.final, result: sweep, ...(sweep.green ? {} : { redSince: now }) } };
 }
 
 /** The run summary (`run.completed` payload). */
@@ -272,7 +476,7 @@ export function summarize(
   const count = (st: HandoffStatus) => recs.filter((r) => r.handoff?.status === st).length;
   const merged = recs.filter((r) => r.merge === "merged").length;
   const conflicts = recs.filter((r) => r.merge === "conflict").length;
-  const unmerged = recs.filter((r) => r.merge === "conflict" || r.merge === "failed").length;
+  const unmerged = recs.filter((r) => (r.merge === "conflict" || r.merge === "failed") && !landed(r)).length;
   const bad = count("failed") + count("blocked");
   const green = sweep?.green === true && unmerged === 0 && bad === 0 && reason === undefined;
   const why =
@@ -298,6 +502,9 @@ export function summarize(
     merged,
     conflicts,
     fixTasks: recs.filter((r) => r.task.kind === "fix").length,
+    conflictFixTasks: recs.filter((r) => r.task.kind === "conflict-fix").length,
+    retriedTasks: recs.filter((r) => r.task.attempt > 1).length,
+    decomposedTasks: recs.filter((r) => r.decomposed).length,
     durationMs: now - s.startedAt,
     tokens: s.tokens,
     repo: s.run.repo,

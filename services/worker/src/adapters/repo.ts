@@ -1,7 +1,17 @@
 import { appendFile, mkdir, readFile, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { commitAll, currentBranch, diffStats, headSha, pushBranch } from "@longshot/git";
+import { existsSync } from "node:fs";
+import {
+  commitAll,
+  conflictedFiles,
+  currentBranch,
+  diffStats,
+  findConflictMarkers,
+  headSha,
+  pushBranch,
+} from "@longshot/git";
 import type { RepoOutcome } from "../domain/handoff.ts";
+import type { RebaseState } from "../domain/prompt.ts";
 
 /** Build output and caches kept out of worker commits, via `.git/info/exclude` (never `.gitignore`). */
 export const ARTIFACT_EXCLUDES = [
@@ -40,11 +50,44 @@ async function commonGitDir(repoDir: string): Promise<string> {
   return common.trim().length > 0 ? resolve(gitdir, common.trim()) : gitdir;
 }
 
+/**
+ * The repository's own git directory: `<repo>/.git`, or for a linked worktree the directory named by the
+ * `.git` file (where that worktree's rebase state lives).
+ */
+async function ownGitDir(repoDir: string): Promise<string> {
+  const dotGit = join(repoDir, ".git");
+  if ((await stat(dotGit)).isDirectory()) return dotGit;
+  return resolve(repoDir, (await readFile(dotGit, "utf8")).replace(/^gitdir:\s*/, "").trim());
+}
+
+/**
+ * True while a rebase is in progress in `repoDir` (git's `rebase-merge` or `rebase-apply` directory
+ * exists). Throws when `repoDir` is not a git repository.
+ */
+export async function rebaseInProgress(repoDir: string): Promise<boolean> {
+  const dir = await ownGitDir(repoDir);
+  return existsSync(join(dir, "rebase-merge")) || existsSync(join(dir, "rebase-apply"));
+}
+
+/**
+ * The rebase state of a conflict-fix clone: whether a rebase is in progress and the unmerged paths
+ * (repo-relative, sorted; what `git diff --name-only --diff-filter=U` lists). Throws GitError.
+ */
+export async function readRebaseState(repoDir: string): Promise<RebaseState> {
+  return { inProgress: await rebaseInProgress(repoDir), files: await conflictedFiles(repoDir) };
+}
+
 /** Options of {@link finalizeRepo}. */
 export interface FinalizeOptions {
   repoDir: string;
   /** Sha of HEAD when the worker started. */
   startSha: string;
+  /**
+   * What the diff statistics are computed against and what `branch` must differ from to be pushed:
+   * default `startSha`; conflict-fix tasks use `origin/<baseBranch>` (their branch carries the original
+   * task's work on top of the base, not just the resolution).
+   */
+  diffFrom?: string;
   /** The worker branch to push (force-pushed: it belongs to this task only). */
   branch: string;
   /** The task's base branch; never force-pushed (pushBranch refuses). */
@@ -55,11 +98,15 @@ export interface FinalizeOptions {
 
 /**
  * After the agent: excludes artifacts, commits whatever is left uncommitted, computes the diff of `branch`
- * against `startSha` (artifacts excluded), and force-pushes `branch` when it moved. `concerns` reports a
- * failed push (the handoff then carries no `head`) and an agent that left another branch checked out.
- * Throws GitError / GitRefNotFoundError for failures other than the push.
+ * against `diffFrom` (default `startSha`; artifacts excluded), looks for conflict markers in the changed
+ * files, and force-pushes `branch` when it differs from `diffFrom` and has no conflict markers.
+ * `conflictMarkers` lists the changed files with a line starting with `<<<<<<< ` or `>>>>>>> ` (nothing is
+ * pushed then). `concerns` reports a failed push (the handoff then carries no `head`) and an agent that
+ * left another branch checked out. Throws GitError / GitRefNotFoundError for failures other than the push.
  */
-export async function finalizeRepo(opts: FinalizeOptions): Promise<RepoOutcome & { concerns: string[] }> {
+export async function finalizeRepo(
+  opts: FinalizeOptions,
+): Promise<RepoOutcome & { concerns: string[]; conflictMarkers: string[] }> {
   await excludeArtifacts(opts.repoDir);
   await commitAll(opts.repoDir, opts.commitMessage);
   const concerns: string[] = [];
@@ -70,16 +117,21 @@ export async function finalizeRepo(opts: FinalizeOptions): Promise<RepoOutcome &
     );
   }
   const head = await headSha(opts.repoDir, `refs/heads/${opts.branch}`);
-  const stats = await diffStats(opts.repoDir, opts.startSha, head);
-  const outcome: RepoOutcome & { concerns: string[] } = {
+  const from = await headSha(opts.repoDir, opts.diffFrom ?? opts.startSha);
+  const stats = await diffStats(opts.repoDir, from, head);
+  const changed = new Set(stats.filesChanged);
+  // The working tree is the committed branch here (unless the agent switched branches, reported above).
+  const conflictMarkers = (await findConflictMarkers(opts.repoDir)).filter((f) => changed.has(f));
+  const outcome: RepoOutcome & { concerns: string[]; conflictMarkers: string[] } = {
     filesChanged: stats.filesChanged,
     linesAdded: stats.linesAdded,
     linesRemoved: stats.linesRemoved,
     filesCreated: stats.filesCreated,
     filesModified: stats.filesModified,
     concerns,
+    conflictMarkers,
   };
-  if (head === opts.startSha) return outcome;
+  if (head === from || conflictMarkers.length > 0) return outcome;
   try {
     await pushBranch(opts.repoDir, opts.branch, { force: true, base: opts.baseBranch });
     outcome.head = head;

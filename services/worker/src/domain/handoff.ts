@@ -108,6 +108,12 @@ export interface BuildHandoffInput {
   timedOutAfterMs?: number;
   /** Set when a signal (e.g. SIGTERM from the provider) interrupted the agent. */
   interruptedBy?: string;
+  /**
+   * Problems the worker found in the repository after the agent that fail the attempt whatever the agent
+   * said (e.g. "rebase not completed", conflict markers left in changed files); they follow the reason of an
+   * earlier rule, if any, and come before the agent's own concerns.
+   */
+  repoFailures?: string[];
   /** Concerns from the worker itself (e.g. a failed push), appended last. */
   extraConcerns?: string[];
 }
@@ -116,10 +122,12 @@ export interface BuildHandoffInput {
  * Decides the final {@link Handoff} of one attempt. Pure. Rules, first match wins for the status:
  * `failure` set → failed with it as the first concern; timed out → failed ("timed out after N ms"); interrupted → failed; stopReason `error` → failed with the
  * error message; empty response (0 tokens, 0 tool calls, no handoff JSON) → failed; a parsed handoff → its
- * status; otherwise → partial with {@link NO_HANDOFF_CONCERN} (never a blind `complete`).
+ * status; otherwise → partial with {@link NO_HANDOFF_CONCERN} (never a blind `complete`). Then any
+ * `repoFailures` force `failed`.
  * `filesChanged` and the diff metrics always come from git, not from the model. A `complete` with no git
- * changes keeps its status and gains the concern "no changes"; files outside the task scope and files the
- * agent claims but git does not show are reported as concerns.
+ * changes keeps its status and gains the concern "no changes"; files outside the task scope (not checked for
+ * conflict-fix tasks, whose branch carries the original task's files) and files the agent claims but git
+ * does not show are reported as concerns.
  */
 export function buildHandoff(input: BuildHandoffInput): Handoff {
   const { task, parsed, agent, repo } = input;
@@ -146,11 +154,15 @@ export function buildHandoff(input: BuildHandoffInput): Handoff {
     status = "partial";
     concerns.push(`${NO_HANDOFF_CONCERN} (${parsed.reason})`);
   }
+  if (input.repoFailures !== undefined && input.repoFailures.length > 0) {
+    status = "failed";
+    concerns.push(...input.repoFailures);
+  }
   if (parsed.ok) concerns.push(...parsed.handoff.concerns);
   if (agent.stopReason === "length") concerns.push("the agent's last reply was cut off at max tokens");
   if (status === "complete" && repo.filesChanged.length === 0) concerns.push("no changes");
 
-  const outside = outsideScope(repo.filesChanged, task.scope);
+  const outside = task.conflictBranch === undefined ? outsideScope(repo.filesChanged, task.scope) : [];
   if (outside.length > 0) concerns.push(`changed files outside the task scope: ${outside.join(", ")}`);
   if (parsed.ok) {
     const changed = new Set(repo.filesChanged);

@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { WorkerInput } from "@longshot/contracts";
 import { killTree, scrubEnv } from "../adapters/shell.ts";
-import { buildTaskPrompt } from "../domain/prompt.ts";
 import type { Harness, HarnessProgress, HarnessResult } from "./types.ts";
 
 /** Most stdout kept as the final text (the tail), in bytes. */
@@ -39,11 +38,16 @@ export function renderCommand(template: string, promptFile: string): string {
 export function createCommandHarness(template: string | undefined): Harness {
   if (!template || template.trim().length === 0) throw new MissingWorkerCommandError();
   return {
-    async run(input: WorkerInput, onProgress: (p: HarnessProgress) => void, signal: AbortSignal) {
+    async run(
+      input: WorkerInput,
+      prompt: string,
+      onProgress: (p: HarnessProgress) => void,
+      signal: AbortSignal,
+    ) {
       const dir = await mkdtemp(join(tmpdir(), "longshot-cmd-"));
       try {
         const promptFile = join(dir, "prompt.md");
-        await writeFile(promptFile, buildTaskPrompt(input.task));
+        await writeFile(promptFile, prompt);
         onProgress({ message: "command started" });
         return await runCommand(renderCommand(template, promptFile), input, signal);
       } finally {

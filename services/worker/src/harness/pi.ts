@@ -15,7 +15,6 @@ import {
 } from "@mariozechner/pi-coding-agent";
 import { createContainedBashOperations } from "../adapters/shell.ts";
 import type { HarnessStopReason } from "../domain/handoff.ts";
-import { buildTaskPrompt } from "../domain/prompt.ts";
 import type { Harness, HarnessProgress, HarnessResult } from "./types.ts";
 
 /** Provider name under which the model endpoint is registered in Pi. */
@@ -36,14 +35,20 @@ export interface PiHarnessOptions {
  * `input.llm.baseUrl` (ending in `/v1`), system prompt = the file `input.systemPromptPath` and nothing else
  * (no context files, skills, extensions or templates; Pi's config dir is a throw-away temp dir), tools
  * read/bash/edit/write/grep/find/ls with `bash` kept in the worker's process group, thinking off, compaction
- * off. Progress: one `tool <name>` report per tool call. Aborting `signal` aborts the session.
+ * off, model `input.llm.model`. The prompt is the first user message. Progress: one `tool <name>` report per
+ * tool call. Aborting `signal` aborts the session.
  */
 export function createPiHarness(opts: PiHarnessOptions = {}): Harness {
   return {
-    async run(input: WorkerInput, onProgress: (p: HarnessProgress) => void, signal: AbortSignal) {
+    async run(
+      input: WorkerInput,
+      prompt: string,
+      onProgress: (p: HarnessProgress) => void,
+      signal: AbortSignal,
+    ) {
       const agentDir = await mkdtemp(join(tmpdir(), "longshot-pi-"));
       try {
-        return await runSession(input, opts, agentDir, onProgress, signal);
+        return await runSession(input, prompt, opts, agentDir, onProgress, signal);
       } finally {
         await rm(agentDir, { recursive: true, force: true });
       }
@@ -53,6 +58,7 @@ export function createPiHarness(opts: PiHarnessOptions = {}): Harness {
 
 async function runSession(
   input: WorkerInput,
+  prompt: string,
   opts: PiHarnessOptions,
   agentDir: string,
   onProgress: (p: HarnessProgress) => void,
@@ -138,7 +144,7 @@ async function runSession(
   if (signal.aborted) onAbort();
   else signal.addEventListener("abort", onAbort, { once: true });
   try {
-    if (!signal.aborted) await session.prompt(buildTaskPrompt(input.task));
+    if (!signal.aborted) await session.prompt(prompt);
     const stats = session.getSessionStats();
     return {
       finalText: session.getLastAssistantText() ?? "",

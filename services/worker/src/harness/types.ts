@@ -13,7 +13,8 @@ export type HarnessResult = AgentOutcome;
 
 /**
  * A coding-agent harness run inside the sandbox: `pi` (the Pi SDK, default) or `command` (any CLI agent).
- * `run` works in `input.repoDir` with the task prompt and resolves when the agent stops. It must not throw
+ * `run` works in `input.repoDir` with `prompt` (the task prompt, see `buildTaskPrompt`) and resolves when
+ * the agent stops. It must not throw
  * for agent-level failures (model errors, a failing command): those come back as `stopReason: "error"`
  * with `errorMessage`. When `signal` aborts (deadline or SIGTERM) it stops the agent and its child
  * processes promptly and resolves with `stopReason: "aborted"`.
@@ -21,6 +22,7 @@ export type HarnessResult = AgentOutcome;
 export interface Harness {
   run(
     input: WorkerInput,
+    prompt: string,
     onProgress: (p: HarnessProgress) => void,
     signal: AbortSignal,
   ): Promise<HarnessResult>;

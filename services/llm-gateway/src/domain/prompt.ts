@@ -1,0 +1,66 @@
+/** The fields of a chat-completions request body the gateway reads (everything else is passed through). */
+export interface ChatBodyView {
+  model: string | undefined;
+  stream: boolean;
+  includeUsage: boolean;
+  /** Routing text of the prompt (see {@link promptKey}). */
+  prefixText: string;
+}
+
+function contentText(content: unknown): string {
+  if (typeof content === "string") return content;
+  if (Array.isArray(content)) {
+    let s = "";
+    for (const p of content) {
+      if (p && typeof p === "object") {
+        const part = p as { type?: unknown; text?: unknown };
+        if (typeof part.text === "string") s += part.text;
+        else s += `[${String(part.type ?? "part")}]`;
+      }
+    }
+    return s;
+  }
+  return "";
+}
+
+/**
+ * The routing text of a prompt: the tool definitions, then each message as role, content, tool calls (name and
+ * arguments) and tool_call_id, with control-character separators. Requests of one agent loop grow by appending
+ * messages, so the key of turn n is a prefix of the key of turn n+1; agents sharing a system prompt and tools
+ * share a prefix. Not a tokenization: an approximation for prefix routing.
+ */
+export function promptKey(messages: unknown, tools?: unknown): string {
+  let s = tools === undefined || tools === null ? "" : `${JSON.stringify(tools)}\u001d`;
+  if (!Array.isArray(messages)) return s;
+  for (const m of messages) {
+    if (!m || typeof m !== "object") continue;
+    const msg = m as Record<string, unknown>;
+    s += `${String(msg.role ?? "")}\u001f${contentText(msg.content)}`;
+    if (Array.isArray(msg.tool_calls)) {
+      for (const tc of msg.tool_calls) {
+        const fn = (tc as { function?: { name?: unknown; arguments?: unknown } } | null)?.function;
+        s += `\u001f${String(fn?.name ?? "")}(${String(fn?.arguments ?? "")})`;
+      }
+    }
+    if (typeof msg.tool_call_id === "string") s += `\u001f${msg.tool_call_id}`;
+    s += "\u001e";
+  }
+  return s;
+}
+
+/**
+ * Reads the routing-relevant fields of a parsed request body. @returns undefined when the body is not a JSON
+ * object with a `messages` array (the gateway answers 400 `invalid_request`).
+ */
+export function viewChatBody(body: unknown): ChatBodyView | undefined {
+  if (!body || typeof body !== "object" || Array.isArray(body)) return undefined;
+  const b = body as Record<string, unknown>;
+  if (!Array.isArray(b.messages)) return undefined;
+  const so = b.stream_options as { include_usage?: unknown } | null | undefined;
+  return {
+    model: typeof b.model === "string" ? b.model : undefined,
+    stream: b.stream === true,
+    includeUsage: so?.include_usage === true,
+    prefixText: promptKey(b.messages, b.tools),
+  };
+}

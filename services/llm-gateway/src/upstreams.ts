@@ -1,0 +1,127 @@
+import { Agent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
+import { type BreakerOptions, type BreakerState, CircuitBreaker } from "./domain/breaker.ts";
+
+/** An upstream model endpoint (one SGLang / vLLM / OpenAI-compatible replica). */
+export interface UpstreamConfig {
+  /** Unique name (metrics label, admin API). */
+  name: string;
+  /** OpenAI base URL ending in `/v1`, e.g. `http://replica-1:30000/v1`. */
+  endpoint: string;
+  /** Provider key, sent upstream as `Authorization: Bearer`; never returned or logged. */
+  apiKey?: string | undefined;
+  /** Relative share of traffic for weighted policies (> 0). Default 1. */
+  weight?: number | undefined;
+}
+
+/** Lifecycle of an upstream: `active` takes new requests; `draining` finishes its in-flight ones only. */
+export type UpstreamMode = "active" | "draining";
+
+/** Public, secret-free view of an upstream (the admin API's answer). */
+export interface UpstreamInfo {
+  name: string;
+  endpoint: string;
+  weight: number;
+  mode: UpstreamMode;
+  healthy: boolean;
+  breaker: BreakerState;
+  inflight: number;
+  hasApiKey: boolean;
+}
+
+/** Thrown for an invalid upstream (bad URL, duplicate name). `code` is the admin API error code. */
+export class UpstreamError extends Error {
+  override name = "UpstreamError";
+  readonly code: "invalid_upstream" | "duplicate_upstream" | "unknown_upstream";
+  constructor(code: UpstreamError["code"], message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** One upstream's live state: keep-alive agent, breaker, health, in-flight count and drain mode. */
+export class Upstream {
+  readonly name: string;
+  readonly endpoint: string;
+  readonly url: URL;
+  readonly apiKey: string | undefined;
+  readonly weight: number;
+  readonly agent: Agent;
+  readonly breaker: CircuitBreaker;
+  mode: UpstreamMode = "active";
+  /** Set once removed from the registry (in-flight requests still finish). */
+  removed = false;
+  healthy = true;
+  healthFailures = 0;
+  healthSuccesses = 0;
+  inflight = 0;
+  /** Resolves waiters of {@link idle}. */
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(config: UpstreamConfig, breaker: BreakerOptions) {
+    let url: URL;
+    try {
+      url = new URL(config.endpoint);
+    } catch (err) {
+      throw new UpstreamError("invalid_upstream", `upstream ${config.name}: invalid endpoint URL`, { cause: err });
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new UpstreamError("invalid_upstream", `upstream ${config.name}: endpoint must be http(s)`);
+    }
+    if (!url.pathname.endsWith("/")) url.pathname = `${url.pathname}/`;
+    this.name = config.name;
+    this.endpoint = config.endpoint;
+    this.url = url;
+    this.apiKey = config.apiKey || undefined;
+    this.weight = config.weight !== undefined && config.weight > 0 ? config.weight : 1;
+    const opts = { keepAlive: true, maxSockets: Number.POSITIVE_INFINITY, maxFreeSockets: 256, scheduling: "lifo" as const };
+    this.agent = url.protocol === "https:" ? new HttpsAgent(opts) : new Agent(opts);
+    this.breaker = new CircuitBreaker(breaker);
+  }
+
+  /** URL of an OpenAI path under the endpoint, e.g. `chat/completions` → `…/v1/chat/completions`. */
+  resolve(path: string): URL {
+    return new URL(path, this.url);
+  }
+
+  /** Whether new requests may be routed here at `now` (active, healthy, circuit not open or a trial free). */
+  eligible(now: number): boolean {
+    return !this.removed && this.mode === "active" && this.healthy && this.breaker.canRequest(now);
+  }
+
+  /** One more request in flight. */
+  begin(): void {
+    this.inflight++;
+  }
+
+  /** One request fewer in flight; wakes {@link idle} waiters at zero. */
+  end(): void {
+    this.inflight--;
+    if (this.inflight <= 0) {
+      this.inflight = 0;
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Resolves once no request is in flight. */
+  idle(): Promise<void> {
+    if (this.inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Secret-free view. */
+  info(now: number): UpstreamInfo {
+    return {
+      name: this.name,
+      endpoint: this.endpoint,
+      weight: this.weight,
+      mode: this.mode,
+      healthy: this.healthy,
+      breaker: this.breaker.state(now),
+      inflight: this.inflight,
+      hasApiKey: this.apiKey !== undefined,
+    };
+  }
+}

@@ -1,0 +1,32 @@
+import { createHash } from "node:crypto";
+import type { SweepCheck } from "@longshot/contracts";
+
+/**
+ * Normalizes check output so the same failure gives the same text on any commit and any run: drops ANSI
+ * codes, durations, hex ids (shas), temp paths, line:column positions and digit runs.
+ */
+export function normalizeOutput(text: string): string {
+  return text
+    .replace(/\u001b\[[0-9;]*[A-Za-z]/g, "")
+    .replace(/\/tmp\/[^\s/]+/g, "<tmp>")
+    .replace(/\b[0-9a-f]{7,40}\b/gi, "<hex>")
+    .replace(/\d+(\.\d+)?\s?(ms|s)\b/g, "<t>")
+    .replace(/:\d+:\d+/g, ":<pos>")
+    .replace(/\d+/g, "<n>")
+    .replace(/[ \t]+/g, " ")
+    .trim();
+}
+
+/**
+ * The failure signature of a red sweep: a short hash of which checks failed and their normalized output
+ * (plus conflicted files). Independent of the sha, so the same breakage keeps one signature while it lasts;
+ * the dedup key of fix tasks (issue: "deduplicated by failure signature, not by a model-chosen id").
+ */
+export function failureSignature(checks: readonly SweepCheck[], conflictFiles: readonly string[]): string {
+  const failing = checks
+    .filter((c) => !c.ok)
+    .map((c) => `${c.name}\n${normalizeOutput(c.output)}`)
+    .sort();
+  const material = [...failing, ...[...conflictFiles].sort().map((f) => `conflict:${f}`)].join("\n---\n");
+  return createHash("sha1").update(material).digest("hex").slice(0, 16);
+}

@@ -1,0 +1,162 @@
+import type { Bus } from "@longshot/bus";
+import { RetryableError } from "@longshot/bus";
+import type { ChatClient } from "@longshot/llm";
+import type { Logger } from "@longshot/log";
+import { proposeFixes } from "./adapters/fixer.ts";
+import type { SweepResult } from "./adapters/sweep.ts";
+import { SweepCoalescer } from "./domain/coalesce.ts";
+import { afterSweep, type SweepTimerPolicy, type SweepTimerState } from "./domain/schedule.ts";
+import { failureSignature } from "./domain/signature.ts";
+
+/** Dependencies of the reconciler core. `sweep` checks a base branch (see adapters/sweep.ts). */
+export interface ReconcilerDeps {
+  bus: Bus;
+  log: Logger;
+  sweep: (repo: string, baseBranch: string) => Promise<SweepResult>;
+  /** Model for fix tasks; without one, red sweeps only report health. */
+  llm?: { client: ChatClient; systemPrompt: string };
+  timer: SweepTimerPolicy;
+  /** Minimum ms before asking the model again about the same failure signature of a run. */
+  refileAfterMs: number;
+}
+
+interface RunTarget {
+  repo: string;
+  baseBranch: string;
+  timer?: NodeJS.Timeout;
+  timerState: SweepTimerState;
+}
+
+/**
+ * The reconciler core. Sweeps per run are coalesced (never overlapping; requests during a sweep share one
+ * follow-up sweep). After every sweep it schedules the next timer sweep (60 s while red, 300 s after 3 greens
+ * in a row), publishes one `health.swept` per sweep (and one per explicit request id), and on red asks the
+ * model for ≤ 5 fix tasks, published as `fix.requested` with the failure signature, at most once per
+ * signature per `refileAfterMs` (the planner drops duplicates while a fix is in flight).
+ */
+export function createReconciler(deps: ReconcilerDeps) {
+  const runs = new Map<string, RunTarget>();
+  const published = new Map<string, Promise<void>>();
+  const asked = new Map<string, number>();
+  let sweeps = 0;
+
+  const coalescer = new SweepCoalescer<SweepResult & { no: number }>(async (runId) => {
+    const t = runs.get(runId)!;
+    const no = ++sweeps;
+    const result = await deps.sweep(t.repo, t.baseBranch);
+    deps.log.info(
+      {
+        runId,
+        sha: result.sha,
+        green: result.green,
+        durationMs: result.durationMs,
+        failing: result.checks.filter((c) => !c.ok).map((c) => c.name),
+      },
+      "swept",
+    );
+    schedule(runId, result.green);
+    if (!result.green) void fileFixes(runId, t, result);
+    return { ...result, no };
+  });
+
+  function schedule(runId: string, green: boolean): void {
+    const t = runs.get(runId);
+    if (!t) return;
+    const next = afterSweep(t.timerState, green, deps.timer);
+    t.timerState = next.state;
+    if (t.timer) clearTimeout(t.timer);
+    t.timer = setTimeout(() => {
+      void request(runId, t.repo, t.baseBranch, undefined).catch((err) =>
+        deps.log.warn({ err, runId }, "timer sweep failed"),
+      );
+    }, next.delayMs);
+    t.timer.unref();
+  }
+
+  async function fileFixes(runId: string, t: RunTarget, r: SweepResult): Promise<void> {
+    if (!deps.llm) return;
+    const signature = failureSignature(r.checks, r.conflictFiles);
+    const key = `${runId}.${signature}`;
+    const last = asked.get(key);
+    if (last !== undefined && Date.now() - last < deps.refileAfterMs) return;
+    asked.set(key, Date.now());
+    try {
+      const { tasks } = await proposeFixes(deps.llm.client, deps.llm.systemPrompt, {
+        sha: r.sha,
+        baseBranch: t.baseBranch,
+        checks: r.checks,
+        conflictFiles: r.conflictFiles,
+      });
+      if (tasks.length === 0) return;
+      const failing = r.checks.filter((c) => !c.ok).map((c) => c.name);
+      await deps.bus.publishEvent(
+        "fix.requested",
+        runId,
+        {
+          sha: r.sha,
+          signature,
+          summary: `${failing.join(", ")} failing${r.conflictFiles.length ? ` (conflict markers in ${r.conflictFiles.join(", ")})` : ""}`,
+          tasks,
+        },
+        { id: `fix-${runId}-${signature}-${r.sha.slice(0, 12)}` },
+      );
+      deps.log.info({ runId, signature, tasks: tasks.length }, "fix tasks requested");
+    } catch (err) {
+      asked.delete(key);
+      deps.log.warn(
+        { err, runId },
+        "model gave no usable fix tasks; will ask again after the next red sweep",
+      );
+    }
+  }
+
+  /** Sweeps run `runId` (joining a pending sweep) and publishes its health event. */
+  async function request(
+    runId: string,
+    repo: string,
+    baseBranch: string,
+    requestId: string | undefined,
+  ): Promise<void> {
+    const t = runs.get(runId);
+    if (t) Object.assign(t, { repo, baseBranch });
+    else runs.set(runId, { repo, baseBranch, timerState: { greens: 0 } });
+    let r: SweepResult & { no: number };
+    try {
+      r = await coalescer.request(runId);
+    } catch (err) {
+      throw new RetryableError(`sweep failed: ${(err as Error).message}`, { delayMs: 5000, cause: err });
+    }
+    const { no, ...result } = r;
+    // Requests that joined the same sweep share one event; an explicit request id gets its own. The id also
+    // makes JetStream drop a republish after a redelivery.
+    const eventKey = `${runId}-${no}-${requestId ?? "merge"}`;
+    let publishing = published.get(eventKey);
+    if (!publishing) {
+      publishing = deps.bus
+        .publishEvent(
+          "health.swept",
+          runId,
+          { ...result, ...(requestId ? { requestId } : {}) },
+          { id: `swept-${eventKey}` },
+        )
+        .then(() => undefined);
+      published.set(eventKey, publishing);
+      publishing.catch(() => published.delete(eventKey));
+    }
+    await publishing;
+  }
+
+  return {
+    request,
+    /** Stops the timer of a finished run and forgets it. */
+    forget(runId: string): void {
+      const t = runs.get(runId);
+      if (t?.timer) clearTimeout(t.timer);
+      runs.delete(runId);
+      for (const k of asked.keys()) if (k.startsWith(`${runId}.`)) asked.delete(k);
+    },
+    stop(): void {
+      for (const t of runs.values()) if (t.timer) clearTimeout(t.timer);
+    },
+  };
+}
