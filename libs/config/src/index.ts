@@ -90,6 +90,7 @@ export const LongshotEnv = z.object({
   LLM_TIMEOUT_MS: int(120_000, 1),
   MAX_WORKERS: int(50, 1),
   WORKER_TIMEOUT: int(1800, 1),
+  SCOPE_POLICY: z.preprocess(unsetIfEmpty, z.enum(["exclusive", "advisory"]).default("exclusive")),
   MERGE_STRATEGY: z.preprocess(
     unsetIfEmpty,
     z.enum(["rebase", "fast-forward", "merge-commit"]).default("rebase"),

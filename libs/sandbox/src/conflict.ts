@@ -31,7 +31,8 @@ export interface ConflictFixSetup {
  * ConflictSetupError when `task.conflictBranch` is unset or the rebase fails without conflicts.
  */
 export async function prepareConflictFix(repoDir: string, task: Task): Promise<ConflictFixSetup> {
-  if (task.conflictBranch === undefined) throw new ConflictSetupError(`task ${task.id} has no conflictBranch`);
+  if (task.conflictBranch === undefined)
+    throw new ConflictSetupError(`task ${task.id} has no conflictBranch`);
   await checkoutNewBranch(repoDir, task.branch, `refs/remotes/origin/${task.conflictBranch}`);
   const { name, email } = commitIdentity();
   const args = [

@@ -97,14 +97,20 @@ beforeAll(async () => {
   await writeFile(join(origin, "app.txt"), MAIN_APP);
   git(origin, ["commit", "-q", "-am", "main: green"]);
 
-  const resolveTurn = { toolCalls: [{ name: "write", arguments: { path: "app.txt", content: RESOLVED_APP } }] };
+  const resolveTurn = {
+    toolCalls: [{ name: "write", arguments: { path: "app.txt", content: RESOLVED_APP } }],
+  };
   const script = {
     model: "sim-1",
     conversations: [
       conversation("t-fix", [
         { toolCalls: [{ name: "bash", arguments: { command: "git diff --name-only --diff-filter=U" } }] },
         resolveTurn,
-        { toolCalls: [{ name: "bash", arguments: { command: "git add -A && GIT_EDITOR=true git rebase --continue" } }] },
+        {
+          toolCalls: [
+            { name: "bash", arguments: { command: "git add -A && GIT_EDITOR=true git rebase --continue" } },
+          ],
+        },
         { toolCalls: [{ name: "bash", arguments: { command: "git status --short --branch" } }] },
         { content: handoffBlock("complete", "Resolved app.txt keeping green and blue", ["app.txt"]) },
       ]),
@@ -114,7 +120,11 @@ beforeAll(async () => {
         { content: handoffBlock("complete", "Resolved app.txt", ["app.txt"]) },
       ]),
       conversation("t-markers", [
-        { toolCalls: [{ name: "bash", arguments: { command: "git add -A && GIT_EDITOR=true git rebase --continue" } }] },
+        {
+          toolCalls: [
+            { name: "bash", arguments: { command: "git add -A && GIT_EDITOR=true git rebase --continue" } },
+          ],
+        },
         { content: handoffBlock("complete", "Continued the rebase", ["app.txt"]) },
       ]),
     ],
@@ -132,7 +142,12 @@ beforeAll(async () => {
     });
     sim.once("exit", (code) => reject(new Error(`sim-llm exited with ${code}`)));
   });
-  provider = createLocalSandboxProvider({ workerEntry: WORKER_ENTRY, systemPromptPath: SYSTEM_PROMPT, tmpRoot, log });
+  provider = createLocalSandboxProvider({
+    workerEntry: WORKER_ENTRY,
+    systemPromptPath: SYSTEM_PROMPT,
+    tmpRoot,
+    log,
+  });
 });
 
 afterAll(async () => {

@@ -2,7 +2,7 @@ import { envelopeDecoder, runService } from "@longshot/bus";
 import { llmEndpoints } from "@longshot/config";
 import { Consumers, TaskMessage } from "@longshot/contracts";
 import { createLocalSandboxProvider } from "@longshot/sandbox";
-import { PrioritySlots } from "./domain/slots.ts";
+import { Scheduler } from "./domain/scheduler.ts";
 import { createTaskHandler } from "./handlers/task.ts";
 
 const root = new URL("../../../", import.meta.url).pathname;
@@ -15,11 +15,11 @@ runService("dispatcher", async ({ config, log, bus }) => {
     systemPromptPath: `${root}prompts/worker.md`,
     log,
   });
-  const slots = new PrioritySlots(config.MAX_WORKERS);
+  const scheduler = new Scheduler(config.MAX_WORKERS, config.SCOPE_POLICY);
   const handler = createTaskHandler({
     bus,
     provider,
-    slots,
+    scheduler,
     timeoutMs: config.WORKER_TIMEOUT * 1000,
     llm: {
       baseUrl: endpoint.endpoint,
@@ -34,6 +34,9 @@ runService("dispatcher", async ({ config, log, bus }) => {
   const consumption = await bus.consume(Consumers.dispatcher, envelopeDecoder(TaskMessage), handler, {
     concurrency: prefetch,
   });
-  log.info({ maxWorkers: config.MAX_WORKERS, prefetch, provider: provider.name }, "dispatching");
+  log.info(
+    { maxWorkers: config.MAX_WORKERS, scopePolicy: config.SCOPE_POLICY, prefetch, provider: provider.name },
+    "dispatching",
+  );
   return () => consumption.stop();
 });

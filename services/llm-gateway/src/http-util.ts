@@ -10,7 +10,12 @@ export function errorJson(message: string, type: string, code: string): string {
 }
 
 /** Sends a JSON body with an explicit content-length. */
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: OutgoingHttpHeaders = {}): void {
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: OutgoingHttpHeaders = {},
+): void {
   const text = typeof body === "string" ? body : JSON.stringify(body);
   res.writeHead(status, {
     ...headers,

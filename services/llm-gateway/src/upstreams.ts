@@ -63,7 +63,9 @@ export class Upstream {
     try {
       url = new URL(config.endpoint);
     } catch (err) {
-      throw new UpstreamError("invalid_upstream", `upstream ${config.name}: invalid endpoint URL`, { cause: err });
+      throw new UpstreamError("invalid_upstream", `upstream ${config.name}: invalid endpoint URL`, {
+        cause: err,
+      });
     }
     if (url.protocol !== "http:" && url.protocol !== "https:") {
       throw new UpstreamError("invalid_upstream", `upstream ${config.name}: endpoint must be http(s)`);
@@ -74,7 +76,12 @@ export class Upstream {
     this.url = url;
     this.apiKey = config.apiKey || undefined;
     this.weight = config.weight !== undefined && config.weight > 0 ? config.weight : 1;
-    const opts = { keepAlive: true, maxSockets: Number.POSITIVE_INFINITY, maxFreeSockets: 256, scheduling: "lifo" as const };
+    const opts = {
+      keepAlive: true,
+      maxSockets: Number.POSITIVE_INFINITY,
+      maxFreeSockets: 256,
+      scheduling: "lifo" as const,
+    };
     this.agent = url.protocol === "https:" ? new HttpsAgent(opts) : new Agent(opts);
     this.breaker = new CircuitBreaker(breaker);
   }

@@ -143,8 +143,18 @@ export function createSubplanner(deps: SubplannerDeps) {
         const s = this.state;
         const step = decideNext(s, maxRounds);
         switch (step.kind) {
-          case "wait":
+          case "wait": {
+            const recs = s.order.map((id) => s.subtasks[id]!);
+            this.log.info(
+              {
+                subtasks: recs.length,
+                handoffs: recs.filter((r) => r.handoff).length,
+                merges: recs.filter((r) => r.merge).length,
+              },
+              "waiting for subtasks",
+            );
             return;
+          }
           case "idle":
             retire(this);
             return;

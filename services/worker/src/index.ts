@@ -2,10 +2,18 @@
 // The process entry is src/main.ts.
 
 // Adapters.
-export { ARTIFACT_EXCLUDES, excludeArtifacts, type FinalizeOptions, finalizeRepo } from "./adapters/repo.ts";
+export {
+  ARTIFACT_EXCLUDES,
+  excludeArtifacts,
+  type FinalizeOptions,
+  finalizeRepo,
+  readRebaseState,
+  rebaseInProgress,
+} from "./adapters/repo.ts";
 export { createContainedBashOperations, killTree, scrubEnv } from "./adapters/shell.ts";
 // Pure domain: the task prompt and the handoff decision.
 export * from "./domain/handoff.ts";
+export * from "./domain/input.ts";
 export * from "./domain/prompt.ts";
 // Harnesses.
 export { createCommandHarness, MissingWorkerCommandError, renderCommand } from "./harness/command.ts";

@@ -246,7 +246,11 @@ describe("buildHandoff with repository failures", () => {
       repoFailures: ["rebase not completed", "still conflicted: src/app.ts"],
     });
     expect(h.status).toBe("failed");
-    expect(h.concerns.slice(0, 3)).toEqual(["rebase not completed", "still conflicted: src/app.ts", "resolved it"]);
+    expect(h.concerns.slice(0, 3)).toEqual([
+      "rebase not completed",
+      "still conflicted: src/app.ts",
+      "resolved it",
+    ]);
     expect(h.head).toBeUndefined();
   });
 
@@ -269,7 +273,13 @@ describe("buildHandoff with repository failures", () => {
   it("given a conflict-fix task, then the original branch's files are not reported as outside the scope", () => {
     const parsed = parseAgentHandoff(handoffJson("complete", { filesChanged: ["src/app.ts"] }));
     const changed = ["src/app.ts", "src/greet.ts", "test/greet.test.ts"];
-    const h = buildHandoff({ task: fix, parsed, agent: agent(), repo: repo({ filesChanged: changed }), durationMs: 1 });
+    const h = buildHandoff({
+      task: fix,
+      parsed,
+      agent: agent(),
+      repo: repo({ filesChanged: changed }),
+      durationMs: 1,
+    });
     expect(h).toMatchObject({ status: "complete", concerns: [], filesChanged: changed });
   });
 });

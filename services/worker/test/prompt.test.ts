@@ -53,8 +53,13 @@ describe("buildTaskPrompt", () => {
 
 describe("buildTaskPrompt with context", () => {
   it("given a task with context, when the prompt is built, then a context section follows the acceptance", () => {
-    const prompt = buildTaskPrompt({ ...task, context: "Attempt 1 failed: npm test exits 1 in greet.test.ts\n" });
-    const heading = prompt.indexOf(`${CONTEXT_HEADING}\nAttempt 1 failed: npm test exits 1 in greet.test.ts\n`);
+    const prompt = buildTaskPrompt({
+      ...task,
+      context: "Attempt 1 failed: npm test exits 1 in greet.test.ts\n",
+    });
+    const heading = prompt.indexOf(
+      `${CONTEXT_HEADING}\nAttempt 1 failed: npm test exits 1 in greet.test.ts\n`,
+    );
     expect(CONTEXT_HEADING).toBe("## Context from earlier attempts");
     expect(heading).toBeGreaterThan(prompt.indexOf("npm test passes"));
     expect(heading).toBeLessThan(prompt.indexOf("### Branch"));
@@ -77,7 +82,9 @@ describe("buildTaskPrompt for conflict-fix tasks", () => {
   };
 
   it("given a rebase stopped on conflicts, then it lists the files and the resolve/add/continue loop", () => {
-    const prompt = buildTaskPrompt(fix, { rebase: { inProgress: true, files: ["src/greet.ts", "src/app.ts"] } });
+    const prompt = buildTaskPrompt(fix, {
+      rebase: { inProgress: true, files: ["src/greet.ts", "src/app.ts"] },
+    });
     expect(prompt.startsWith("## Task: t-1-fix\n")).toBe(true);
     expect(prompt).toContain("a copy of `worker/t-1-greet` in the middle of a rebase onto `origin/main`");
     expect(prompt).toContain("git diff --name-only --diff-filter=U");

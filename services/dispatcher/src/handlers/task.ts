@@ -1,13 +1,13 @@
 import type { Bus, HandlerContext } from "@longshot/bus";
 import { type Envelope, HandoffMessage, type Task } from "@longshot/contracts";
 import type { SandboxLlm, SandboxProvider } from "@longshot/sandbox";
-import type { PrioritySlots } from "../domain/slots.ts";
+import type { Scheduler } from "../domain/scheduler.ts";
 
 /** Dependencies of the task handler. `timeoutMs`: WORKER_TIMEOUT in ms. */
 export interface TaskHandlerDeps {
   bus: Bus;
   provider: SandboxProvider;
-  slots: PrioritySlots;
+  scheduler: Scheduler;
   llm: SandboxLlm;
   timeoutMs: number;
   /** Minimum ms between two progress events of one task (tool-call bursts are coalesced). */
@@ -15,7 +15,7 @@ export interface TaskHandlerDeps {
 }
 
 /**
- * Runs one task in a sandbox: waits for a slot (priority ordered), publishes `task.started`, streams
+ * Runs one task in a sandbox: waits for admission (MAX_WORKERS slots, priority ordered, scope policy), publishes `task.started`, streams
  * progress as `task.progress`, publishes the handoff (dedup id `handoff-<runId>-<taskId>-<attempt>`) and
  * `task.finished`. The message is held in progress by the consume wrapper's `working()` heartbeats while
  * it waits and runs. The provider never rejects for task-level failures (they become `failed` handoffs).
@@ -25,10 +25,10 @@ export function createTaskHandler(deps: TaskHandlerDeps) {
   return async (env: Envelope<Task>, ctx: HandlerContext): Promise<void> => {
     const task = env.data;
     const meta = { taskId: task.id, causationId: env.id, correlationId: env.correlationId };
-    const release = await deps.slots.acquire(task.priority);
+    const release = await deps.scheduler.acquire(task);
     try {
       const log = ctx.log.child({ runId: task.runId, taskId: task.id, attempt: task.attempt });
-      log.info({ priority: task.priority, active: deps.slots.active }, "sandbox starting");
+      log.info({ priority: task.priority, active: deps.scheduler.active }, "sandbox starting");
       await deps.bus.publishEvent(
         "task.started",
         task.runId,

@@ -13,7 +13,11 @@ export interface BackoffOptions {
  * [d × (1 − jitter), d]. `retry` counts from 0 (the first retry). `random` returns a number in [0, 1).
  * @returns the delay in ms (≥ 0).
  */
-export function backoffDelay(retry: number, options: BackoffOptions = {}, random: () => number = Math.random): number {
+export function backoffDelay(
+  retry: number,
+  options: BackoffOptions = {},
+  random: () => number = Math.random,
+): number {
   const base = Math.max(0, options.baseMs ?? 25);
   const max = Math.max(base, options.maxMs ?? 1000);
   const jitter = Math.min(1, Math.max(0, options.jitter ?? 0.5));

@@ -31,7 +31,9 @@ export function costOf(prices: PriceTable, model: string, usage: TokenUsage): nu
   const cached = Math.min(usage.cachedTokens, usage.promptTokens);
   const uncached = usage.promptTokens - cached;
   return (
-    (uncached * p.inputPerMTok + cached * (p.cachedInputPerMTok ?? p.inputPerMTok) + usage.completionTokens * p.outputPerMTok) /
+    (uncached * p.inputPerMTok +
+      cached * (p.cachedInputPerMTok ?? p.inputPerMTok) +
+      usage.completionTokens * p.outputPerMTok) /
     1_000_000
   );
 }
@@ -92,6 +94,15 @@ function add(t: UsageTotals, u: TokenUsage, cost: number): void {
   t.cost += cost;
 }
 
+function bucket(map: Map<string, UsageTotals>, key: string): UsageTotals {
+  let t = map.get(key);
+  if (t === undefined) {
+    t = zero();
+    map.set(key, t);
+  }
+  return t;
+}
+
 interface RunState {
   totals: UsageTotals;
   budget: number | undefined;
@@ -119,7 +130,10 @@ export class Ledger {
   private readonly newToken: () => string;
   prices: PriceTable;
 
-  constructor(prices: PriceTable = {}, newToken: () => string = () => `lsg_${randomBytes(32).toString("base64url")}`) {
+  constructor(
+    prices: PriceTable = {},
+    newToken: () => string = () => `lsg_${randomBytes(32).toString("base64url")}`,
+  ) {
     this.prices = prices;
     this.newToken = newToken;
   }
@@ -195,13 +209,8 @@ export class Ledger {
     const run = this.run(grant.runId);
     add(run.totals, usage, cost);
     if (grant.taskId !== undefined) add(this.task(run, grant.taskId).totals, usage, cost);
-    const role = grant.role ?? "unknown";
-    let r = run.roles.get(role);
-    if (r === undefined) run.roles.set(role, (r = zero()));
-    add(r, usage, cost);
-    let m = run.models.get(model);
-    if (m === undefined) run.models.set(model, (m = zero()));
-    add(m, usage, cost);
+    add(bucket(run.roles, grant.role ?? "unknown"), usage, cost);
+    add(bucket(run.models, model), usage, cost);
     return cost;
   }
 

@@ -83,7 +83,8 @@ export class SseUsageTap {
     const text = event.toString("utf8");
     let payload = "";
     for (const line of text.split("\n")) {
-      if (line.startsWith("data:")) payload += line.slice(line.startsWith("data: ") ? 6 : 5).replace(/\r$/, "");
+      if (line.startsWith("data:"))
+        payload += line.slice(line.startsWith("data: ") ? 6 : 5).replace(/\r$/, "");
     }
     if (payload === "" || payload === "[DONE]") return false;
     try {

@@ -327,7 +327,7 @@ export function applyMerge(
 }
 
 /** A subtask is terminal when both its handoff and its merge outcome are known. */
-export const isTerminal = (r: SubtaskRecord): boolean => r.handoff !== undefined && r.merge !== undefined;
+export const isTerminal = (r: SubtaskRecord): boolean => r.handoff !== undefined;
 
 /** True when the decomposition has subtasks and every one is terminal. */
 export function allTerminal(s: DecompositionState): boolean {

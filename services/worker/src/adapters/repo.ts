@@ -1,6 +1,6 @@
+import { existsSync } from "node:fs";
 import { appendFile, mkdir, readFile, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { existsSync } from "node:fs";
 import {
   commitAll,
   conflictedFiles,

@@ -1,0 +1,977 @@
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import { request as httpsRequest } from "node:https";
+import type { AddressInfo } from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createLogger, type Logger } from "@longshot/log";
+import { z } from "zod";
+import { type AdmissionOptions, AdmissionQueue } from "./domain/admission.ts";
+import { type BackoffOptions, backoffDelay, isRetryableStatus } from "./domain/backoff.ts";
+import { type BreakerOptions, type BreakerOutcome, breakerStateValue } from "./domain/breaker.ts";
+import { type Grant, Ledger, type PriceTable, type RunUsage } from "./domain/ledger.ts";
+import {
+  type CacheAwareOptions,
+  type Candidate,
+  createPolicy,
+  type PolicyName,
+  type RouteInput,
+  type RoutingPolicy,
+} from "./domain/policy.ts";
+import { type ChatBodyView, viewChatBody } from "./domain/prompt.ts";
+import { SseUsageTap, type UsageCounts, usageCounts } from "./domain/sse.ts";
+import { bearerToken, forwardHeaders, readBody, safeEqual, sendError, sendJson } from "./http-util.ts";
+import { createMetrics, type GatewayMetrics } from "./metrics.ts";
+import { Upstream, type UpstreamConfig, UpstreamError, type UpstreamInfo } from "./upstreams.ts";
+
+/** Header a worker sends with its task id: session affinity keeps a task on one replica. */
+export const TASK_ID_HEADER = "x-longshot-task-id";
+/** Response header naming the upstream that served the request. */
+export const UPSTREAM_HEADER = "x-longshot-upstream";
+
+/** Active health checks of upstreams. */
+export interface HealthCheckOptions {
+  /** Interval between checks (ms). Default 5 000. */
+  intervalMs?: number;
+  /** Timeout of one check (ms). Default 2 000. */
+  timeoutMs?: number;
+  /**
+   * What to GET: `"health"` (default) is `/health` at the endpoint's origin (SGLang, sim-llm); `"models"` is
+   * `<endpoint>/models` with the provider key (any OpenAI-compatible server).
+   */
+  mode?: "health" | "models";
+  /** Consecutive failed checks that mark an upstream unhealthy. Default 2. */
+  unhealthyThreshold?: number;
+  /** Consecutive passed checks that mark it healthy again. Default 1. */
+  healthyThreshold?: number;
+}
+
+/** Options of {@link startGateway}. */
+export interface GatewayOptions {
+  /** Initial upstreams (may be empty; add more at run time). */
+  upstreams: UpstreamConfig[];
+  /** Routing policy name, or a policy object. Default `cache_aware`. */
+  policy?: PolicyName | RoutingPolicy;
+  /** Session affinity (header `x-longshot-task-id`, else the token's task) on top of a named policy. Default true. */
+  sessionAffinity?: boolean;
+  /** Tuning of the cache-aware policy. */
+  cacheAware?: CacheAwareOptions;
+  /** TCP port; 0 (default) picks a free one. */
+  port?: number;
+  /** Bind address; default 127.0.0.1. */
+  host?: string;
+  /** Bearer token of `/admin/*`. Without it the admin API answers 403. */
+  adminToken?: string;
+  /**
+   * `"tokens"` (default): `/v1/*` needs a token issued by `POST /admin/tokens`. `"open"`: any caller is served;
+   * requests without a known token are accounted to run `"anonymous"`.
+   */
+  auth?: "tokens" | "open";
+  /** Price table for cost accounting (model → prices per million tokens; `"*"` is the fallback). */
+  prices?: PriceTable;
+  /** Bounded admission queue (back-pressure). */
+  admission?: AdmissionOptions;
+  /** Deadline of a whole client request, retries included (ms). Default 600 000. */
+  requestTimeoutMs?: number;
+  /** Per attempt: longest wait for the first response byte (streams) or the response head (ms). Default 120 000. */
+  firstByteTimeoutMs?: number;
+  /** Retries before the first byte reached the client: `maxRetries` (default 3) and backoff with jitter. */
+  retry?: BackoffOptions & { maxRetries?: number };
+  /** Per-upstream circuit breaker. */
+  breaker?: BreakerOptions;
+  /** Active health checks, or false to disable them. */
+  health?: HealthCheckOptions | false;
+  /** pino level; default `LOG_LEVEL` or info. */
+  logLevel?: string;
+  /** Where log lines go (default stdout). Every provider key and the admin token are redacted by value. */
+  logDestination?: { write(line: string): void };
+  /** Random source in [0, 1) for backoff jitter (tests). */
+  random?: () => number;
+}
+
+/** Run-time management of upstreams (also exposed over `/admin/upstreams`). */
+export interface UpstreamAdmin {
+  list(): UpstreamInfo[];
+  /** @throws UpstreamError for a bad config or a duplicate name. */
+  add(config: UpstreamConfig): UpstreamInfo;
+  /**
+   * Removes an upstream: no new request goes to it; in-flight requests finish. Resolves once they did.
+   * @throws UpstreamError when unknown.
+   */
+  remove(name: string): Promise<void>;
+  /** Stops routing new requests to it (it stays listed). Resolves once its in-flight requests finished. */
+  drain(name: string): Promise<void>;
+  /** Routes to a drained upstream again. */
+  resume(name: string): void;
+}
+
+/** A running gateway. */
+export interface Gateway {
+  /** OpenAI base URL, `http://HOST:PORT/v1`. */
+  url: string;
+  port: number;
+  upstreams: UpstreamAdmin;
+  /** Issues a bearer token (same as `POST /admin/tokens`). */
+  issueToken(grant: Grant): string;
+  /** Usage of one run, or every run. */
+  usage(runId?: string): RunUsage[];
+  /** The Prometheus text of `/metrics`. */
+  metricsText(): Promise<string>;
+  /** The policy in use. */
+  policy: RoutingPolicy;
+  /** Stops listening. Waits up to `graceMs` (default 0) for in-flight requests, then cuts connections. */
+  close(graceMs?: number): Promise<void>;
+}
+
+const ANONYMOUS: Grant = { runId: "anonymous", role: "anonymous" };
+
+const AddUpstreamBody = z.object({
+  name: z
+    .string()
+    .min(1)
+    .regex(/^[A-Za-z0-9._:-]+$/, "letters, digits and . _ : - only"),
+  endpoint: z.url(),
+  apiKey: z.string().min(1).optional(),
+  weight: z.number().positive().optional(),
+});
+
+const IssueTokenBody = z.object({
+  runId: z.string().min(1),
+  taskId: z.string().min(1).optional(),
+  role: z.string().min(1).optional(),
+  budgetTokens: z.int().positive().optional(),
+});
+
+type AttemptResult =
+  | { kind: "done" }
+  | {
+      kind: "retry";
+      reason: string;
+      response?: { status: number; headers: Record<string, string | string[]>; body: Buffer };
+    };
+
+/** Redacts a changing set of secret values from every log line before it reaches `dest`. */
+function redactingDestination(secrets: Set<string>, dest: { write(line: string): void }) {
+  return {
+    write(line: string) {
+      let out = line;
+      for (const s of secrets) if (s.length >= 4 && out.includes(s)) out = out.split(s).join("[redacted]");
+      dest.write(out);
+    },
+  };
+}
+
+function issuesText(err: z.ZodError): string {
+  return err.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ");
+}
+
+/**
+ * Starts the LLM gateway: one OpenAI-compatible endpoint (`/v1/chat/completions`, `/v1/models`) in front of
+ * many replicas, with routing policies, retries, circuit breakers, health checks, admission control, token
+ * budgets, usage accounting and Prometheus metrics. See the README for the HTTP API.
+ * @throws UpstreamError for an invalid or duplicate initial upstream; the listen error (e.g. EADDRINUSE).
+ */
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const host = options.host ?? "127.0.0.1";
+  const auth = options.auth ?? "tokens";
+  const adminToken = options.adminToken || undefined;
+  const requestTimeoutMs = options.requestTimeoutMs ?? 600_000;
+  const firstByteTimeoutMs = options.firstByteTimeoutMs ?? 120_000;
+  const maxRetries = Math.max(0, options.retry?.maxRetries ?? 3);
+  const random = options.random ?? Math.random;
+  const policy =
+    typeof options.policy === "object"
+      ? options.policy
+      : createPolicy(options.policy ?? "cache_aware", {
+          sessionAffinity: options.sessionAffinity !== false,
+          ...(options.cacheAware ? { cacheAware: options.cacheAware } : {}),
+        });
+
+  const secrets = new Set<string>();
+  if (adminToken) secrets.add(adminToken);
+  const log: Logger = createLogger({
+    service: "llm-gateway",
+    ...(options.logLevel ? { level: options.logLevel } : {}),
+    destination: redactingDestination(
+      secrets,
+      options.logDestination ?? { write: (line: string) => void process.stdout.write(line) },
+    ),
+  });
+
+  const ledger = new Ledger(options.prices ?? {});
+  const admission = new AdmissionQueue(options.admission);
+  const upstreams = new Map<string, Upstream>();
+  let inflightClients = 0;
+  let idleResolvers: (() => void)[] = [];
+
+  const metrics: GatewayMetrics = createMetrics({
+    queueDepth: () => admission.queued,
+    refresh: () => {
+      const now = Date.now();
+      for (const u of upstreams.values()) {
+        metrics.breakerState.set({ upstream: u.name }, breakerStateValue(u.breaker.state(now)));
+      }
+    },
+  });
+
+  function addUpstream(config: UpstreamConfig): Upstream {
+    if (upstreams.has(config.name)) {
+      throw new UpstreamError("duplicate_upstream", `upstream ${config.name} already exists`);
+    }
+    const u = new Upstream(config, options.breaker ?? {});
+    if (u.apiKey) secrets.add(u.apiKey);
+    u.breaker.onTransition = (from, to) => {
+      metrics.breakerTransitions.inc({ upstream: u.name, to });
+      metrics.breakerState.set({ upstream: u.name }, breakerStateValue(to));
+      const level = to === "open" ? "warn" : "info";
+      log[level]({ upstream: u.name, from, to }, "circuit breaker state changed");
+    };
+    upstreams.set(u.name, u);
+    metrics.upstreamHealthy.set({ upstream: u.name }, 1);
+    metrics.breakerState.set({ upstream: u.name }, 0);
+    metrics.active.set({ upstream: u.name }, 0);
+    return u;
+  }
+
+  function getUpstream(name: string): Upstream {
+    const u = upstreams.get(name);
+    if (u === undefined) throw new UpstreamError("unknown_upstream", `no upstream named ${name}`);
+    return u;
+  }
+
+  async function removeUpstream(name: string): Promise<void> {
+    const u = getUpstream(name);
+    upstreams.delete(name);
+    u.removed = true;
+    policy.forget(name);
+    log.info({ upstream: name, inflight: u.inflight }, "upstream removed; in-flight requests finish");
+    await u.idle();
+    u.agent.destroy();
+    for (const m of [metrics.upstreamHealthy, metrics.breakerState, metrics.active])
+      m.remove({ upstream: name });
+  }
+
+  for (const c of options.upstreams) addUpstream(c);
+
+  // ---- health checks --------------------------------------------------------------------------------------
+  const health = options.health === false ? undefined : (options.health ?? {});
+  let healthTimer: NodeJS.Timeout | undefined;
+  let closed = false;
+
+  function checkOnce(u: Upstream, h: HealthCheckOptions): Promise<boolean> {
+    const url = h.mode === "models" ? u.resolve("models") : new URL("/health", u.url);
+    const headers: Record<string, string> = {};
+    if (h.mode === "models" && u.apiKey) headers.authorization = `Bearer ${u.apiKey}`;
+    return new Promise((resolve) => {
+      const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+      const req = send(
+        url,
+        { method: "GET", agent: u.agent, headers, timeout: h.timeoutMs ?? 2000 },
+        (res) => {
+          res.resume();
+          res.on("end", () => resolve((res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300));
+          res.on("error", () => resolve(false));
+        },
+      );
+      req.on("timeout", () => req.destroy(new Error("health check timed out")));
+      req.on("error", () => resolve(false));
+      req.end();
+    });
+  }
+
+  async function runHealthChecks(h: HealthCheckOptions): Promise<void> {
+    await Promise.all(
+      [...upstreams.values()].map(async (u) => {
+        const ok = await checkOnce(u, h);
+        if (u.removed) return;
+        if (ok) {
+          u.healthFailures = 0;
+          u.healthSuccesses++;
+          if (!u.healthy && u.healthSuccesses >= (h.healthyThreshold ?? 1)) {
+            u.healthy = true;
+            metrics.upstreamHealthy.set({ upstream: u.name }, 1);
+            log.info({ upstream: u.name }, "upstream healthy again");
+          }
+        } else {
+          u.healthSuccesses = 0;
+          u.healthFailures++;
+          if (u.healthy && u.healthFailures >= (h.unhealthyThreshold ?? 2)) {
+            u.healthy = false;
+            metrics.upstreamHealthy.set({ upstream: u.name }, 0);
+            log.warn({ upstream: u.name, failures: u.healthFailures }, "upstream failed health checks");
+          }
+        }
+      }),
+    );
+  }
+
+  function scheduleHealth(h: HealthCheckOptions, delay: number): void {
+    if (closed) return;
+    healthTimer = setTimeout(() => {
+      runHealthChecks(h).finally(() => scheduleHealth(h, h.intervalMs ?? 5000));
+    }, delay);
+    healthTimer.unref();
+  }
+  if (health) scheduleHealth(health, 0);
+
+  // ---- routing ----------------------------------------------------------------------------------------------
+  function candidates(now: number, exclude: ReadonlySet<string>): Upstream[] {
+    const all: Upstream[] = [];
+    const fresh: Upstream[] = [];
+    for (const u of upstreams.values()) {
+      if (!u.eligible(now)) continue;
+      all.push(u);
+      if (!exclude.has(u.name)) fresh.push(u);
+    }
+    return fresh.length > 0 ? fresh : all;
+  }
+
+  function toCandidate(u: Upstream): Candidate {
+    return { name: u.name, weight: u.weight, load: u.inflight };
+  }
+
+  function account(grant: Grant, model: string, usage: UsageCounts | undefined): void {
+    if (usage === undefined) return;
+    const cost = ledger.record(grant, model, usage);
+    const role = grant.role ?? "unknown";
+    metrics.tokens.inc({ model, role, type: "prompt" }, usage.promptTokens);
+    metrics.tokens.inc({ model, role, type: "completion" }, usage.completionTokens);
+    metrics.tokens.inc({ model, role, type: "cached" }, usage.cachedTokens);
+    if (cost > 0) metrics.cost.inc({ model, role }, cost);
+  }
+
+  interface ChatContext {
+    req: IncomingMessage;
+    res: ServerResponse;
+    t0: number;
+    grant: Grant;
+    view: ChatBodyView;
+    body: Buffer;
+    strip: boolean;
+    signal: AbortSignal;
+    deadline: number;
+  }
+
+  /** One attempt on one upstream. Resolves "done" once the client got its answer (or left). */
+  function attempt(u: Upstream, ctx: ChatContext): Promise<AttemptResult> {
+    const { res, view } = ctx;
+    return new Promise<AttemptResult>((resolve) => {
+      u.begin();
+      metrics.active.inc({ upstream: u.name });
+      let settled = false;
+      let committed = false;
+      let timer: NodeJS.Timeout | undefined;
+      const settle = (result: AttemptResult, outcome: BreakerOutcome) => {
+        if (settled) return;
+        settled = true;
+        if (timer) clearTimeout(timer);
+        ctx.signal.removeEventListener("abort", onAbort);
+        u.end();
+        metrics.active.dec({ upstream: u.name });
+        u.breaker.record(outcome, Date.now());
+        resolve(result);
+      };
+      const headers: Record<string, string | number> = {
+        "content-type": "application/json",
+        "content-length": ctx.body.length,
+        accept: view.stream ? "text/event-stream" : "application/json",
+      };
+      if (u.apiKey) headers.authorization = `Bearer ${u.apiKey}`;
+      const url = u.resolve("chat/completions");
+      const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+      const ureq = send(url, { method: "POST", agent: u.agent, headers });
+      const onAbort = () => {
+        ureq.destroy();
+        if (committed && !res.writableEnded) res.destroy();
+        settle({ kind: "done" }, "neutral");
+      };
+      ctx.signal.addEventListener("abort", onAbort, { once: true });
+      const remaining = Math.max(1, Math.min(firstByteTimeoutMs, ctx.deadline - Date.now()));
+      timer = setTimeout(() => {
+        if (committed) return;
+        metrics.requests.inc({ upstream: u.name, status: "timeout" });
+        ureq.destroy();
+        settle({ kind: "retry", reason: "timeout" }, "failure");
+      }, remaining);
+
+      ureq.on("error", (err) => {
+        if (settled) return;
+        if (!committed) {
+          metrics.requests.inc({ upstream: u.name, status: "error" });
+          log.debug({ upstream: u.name, err: err.message }, "upstream connection error");
+          settle({ kind: "retry", reason: "connect" }, "failure");
+        }
+      });
+
+      ureq.on("response", (ures) => {
+        const status = ures.statusCode ?? 502;
+        metrics.requests.inc({ upstream: u.name, status: String(status) });
+        if (status === 200 && view.stream) {
+          const tap = new SseUsageTap(ctx.strip);
+          let ended = false;
+          const commit = () => {
+            committed = true;
+            if (timer) clearTimeout(timer);
+            timer = undefined;
+            res.writeHead(200, { ...forwardHeaders(ures.headers), [UPSTREAM_HEADER]: u.name });
+            metrics.ttft.observe({ upstream: u.name }, (Date.now() - ctx.t0) / 1000);
+          };
+          ures.on("data", (chunk: Buffer) => {
+            if (settled) return;
+            const out = tap.push(chunk);
+            if (out.length === 0) return;
+            if (!committed) commit();
+            if (!res.write(out)) {
+              ures.pause();
+              res.once("drain", () => ures.resume());
+            }
+          });
+          ures.on("end", () => {
+            ended = true;
+            if (settled) return;
+            const rest = tap.flush();
+            if (!committed) {
+              if (rest.length === 0) {
+                settle({ kind: "retry", reason: "empty_stream" }, "failure");
+                return;
+              }
+              commit();
+            }
+            res.end(rest);
+            metrics.duration.observe({ upstream: u.name, stream: "true" }, (Date.now() - ctx.t0) / 1000);
+            metrics.responses.inc({ status: "200", stream: "true" });
+            account(ctx.grant, view.model ?? "unknown", tap.usage);
+            log.debug(
+              { upstream: u.name, status: 200, stream: true, ms: Date.now() - ctx.t0, usage: tap.usage },
+              "request served",
+            );
+            settle({ kind: "done" }, "success");
+          });
+          ures.on("close", () => {
+            if (ended || settled) return;
+            // The upstream went away mid-response.
+            if (!committed) {
+              settle({ kind: "retry", reason: "dropped" }, "failure");
+              return;
+            }
+            log.warn(
+              { upstream: u.name, ms: Date.now() - ctx.t0 },
+              "upstream dropped a stream after its first byte",
+            );
+            metrics.responses.inc({ status: "502", stream: "true" });
+            res.destroy();
+            settle({ kind: "done" }, "failure");
+          });
+          ures.on("error", () => {});
+          return;
+        }
+        // Non-streaming answer, or an error status: buffer it whole (a failure before its end is retryable).
+        const chunks: Buffer[] = [];
+        let ended = false;
+        ures.on("data", (c: Buffer) => chunks.push(c));
+        ures.on("error", () => {});
+        ures.on("close", () => {
+          if (!ended && !settled) settle({ kind: "retry", reason: "dropped" }, "failure");
+        });
+        ures.on("end", () => {
+          ended = true;
+          if (settled) return;
+          const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+          const fwd = forwardHeaders(ures.headers) as Record<string, string | string[]>;
+          if (isRetryableStatus(status)) {
+            settle(
+              { kind: "retry", reason: String(status), response: { status, headers: fwd, body } },
+              status === 429 ? "neutral" : "failure",
+            );
+            return;
+          }
+          committed = true;
+          res.writeHead(status, { ...fwd, "content-length": body.length, [UPSTREAM_HEADER]: u.name });
+          res.end(body);
+          metrics.ttft.observe({ upstream: u.name }, (Date.now() - ctx.t0) / 1000);
+          metrics.duration.observe(
+            { upstream: u.name, stream: String(view.stream) },
+            (Date.now() - ctx.t0) / 1000,
+          );
+          metrics.responses.inc({ status: String(status), stream: String(view.stream) });
+          let usage: UsageCounts | undefined;
+          if (status === 200) {
+            try {
+              const parsed = JSON.parse(body.toString("utf8")) as { usage?: unknown; model?: unknown };
+              usage = usageCounts(parsed.usage);
+            } catch {
+              usage = undefined;
+            }
+            account(ctx.grant, view.model ?? "unknown", usage);
+          }
+          log.debug(
+            { upstream: u.name, status, stream: view.stream, ms: Date.now() - ctx.t0, usage },
+            "request served",
+          );
+          settle({ kind: "done" }, status < 400 ? "success" : "neutral");
+        });
+      });
+      ureq.end(ctx.body);
+    });
+  }
+
+  async function dispatch(ctx: ChatContext, input: RouteInput): Promise<void> {
+    const tried = new Set<string>();
+    let last: AttemptResult | undefined;
+    let attempts = 0;
+    for (let n = 0; n <= maxRetries; n++) {
+      if (ctx.signal.aborted) return;
+      const now = Date.now();
+      const pool = candidates(now, tried);
+      if (pool.length === 0) break;
+      const decision = policy.pick(pool.map(toCandidate), input);
+      const u = decision ? upstreams.get(decision.name) : undefined;
+      if (decision === undefined || u === undefined) break;
+      if (!u.breaker.tryAcquire(now)) {
+        tried.add(u.name);
+        continue;
+      }
+      policy.record(u.name, input);
+      metrics.decisions.inc({ policy: policy.name, reason: decision.reason });
+      if (decision.reason === "cache_hit") metrics.cacheHits.inc();
+      else if (decision.reason === "cache_miss" || decision.reason === "load_imbalance")
+        metrics.cacheMisses.inc();
+      if (attempts === 0) metrics.overhead.observe((Date.now() - ctx.t0) / 1000);
+      attempts++;
+      tried.add(u.name);
+      const result = await attempt(u, ctx);
+      if (result.kind === "done") return;
+      last = result;
+      if (n === maxRetries) break;
+      const delay = backoffDelay(n, options.retry ?? {}, random);
+      if (Date.now() + delay >= ctx.deadline) break;
+      metrics.retries.inc({ upstream: u.name, reason: result.reason });
+      log.debug(
+        { upstream: u.name, reason: result.reason, retry: n + 1, delayMs: Math.round(delay) },
+        "retrying",
+      );
+      try {
+        await sleep(delay, undefined, { signal: ctx.signal });
+      } catch {
+        return;
+      }
+    }
+    if (ctx.signal.aborted || ctx.res.headersSent) return;
+    const stream = String(ctx.view.stream);
+    if (attempts === 0) {
+      metrics.rejected.inc({ reason: "no_upstream" });
+      metrics.responses.inc({ status: "503", stream });
+      sendError(ctx.res, 503, "no_upstream_available", "no healthy upstream is available", {
+        headers: { "retry-after": "1" },
+      });
+      return;
+    }
+    metrics.retriesExhausted.inc();
+    if (last?.kind === "retry" && last.response) {
+      const r = last.response;
+      metrics.responses.inc({ status: String(r.status), stream });
+      ctx.res.writeHead(r.status, { ...r.headers, "content-length": r.body.length });
+      ctx.res.end(r.body);
+      return;
+    }
+    const timeout = last?.kind === "retry" && last.reason === "timeout";
+    metrics.responses.inc({ status: timeout ? "504" : "502", stream });
+    sendError(
+      ctx.res,
+      timeout ? 504 : 502,
+      timeout ? "upstream_timeout" : "upstream_unavailable",
+      timeout
+        ? `no upstream answered in time after ${attempts} attempt(s)`
+        : `every upstream attempt failed (${attempts} attempt(s), last: ${last?.kind === "retry" ? last.reason : "unknown"})`,
+    );
+  }
+
+  function authenticate(req: IncomingMessage, res: ServerResponse): Grant | undefined {
+    const token = bearerToken(req.headers);
+    const grant = token === undefined ? undefined : ledger.lookup(token);
+    if (grant) return grant;
+    if (auth === "open") return ANONYMOUS;
+    metrics.rejected.inc({ reason: "unauthorized" });
+    sendError(
+      res,
+      401,
+      "invalid_api_key",
+      token === undefined
+        ? "missing bearer token: send Authorization: Bearer <token issued by POST /admin/tokens>"
+        : "unknown or revoked gateway token",
+    );
+    return undefined;
+  }
+
+  async function chat(req: IncomingMessage, res: ServerResponse, t0: number): Promise<void> {
+    const grant = authenticate(req, res);
+    if (grant === undefined) return;
+    const raw = await readBody(req);
+    if (raw === undefined) {
+      sendError(res, 413, "request_too_large", "request body exceeds 64 MiB");
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw.toString("utf8"));
+    } catch (err) {
+      sendError(res, 400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
+      return;
+    }
+    const view = viewChatBody(parsed);
+    if (view === undefined) {
+      sendError(res, 400, "invalid_request", "invalid chat completion request: messages must be an array");
+      return;
+    }
+    const refusal = ledger.check(grant);
+    if (refusal) {
+      metrics.budgetRejections.inc({ scope: refusal.scope });
+      metrics.responses.inc({ status: "429", stream: String(view.stream) });
+      const who =
+        refusal.scope === "task" ? `task ${grant.taskId} of run ${grant.runId}` : `run ${grant.runId}`;
+      log.info({ runId: grant.runId, taskId: grant.taskId, ...refusal }, "request refused: budget exceeded");
+      sendError(
+        res,
+        429,
+        "budget_exceeded",
+        `token budget exceeded for ${who}: used ${refusal.usedTokens} of ${refusal.budgetTokens} tokens`,
+        { type: "budget_exceeded", headers: { "x-should-retry": "false" } },
+      );
+      return;
+    }
+    let body = raw;
+    let strip = false;
+    if (view.stream && !view.includeUsage) {
+      // Ask the upstream for usage so the gateway can count tokens; the tap removes that chunk again.
+      const obj = parsed as Record<string, unknown>;
+      const so = obj.stream_options && typeof obj.stream_options === "object" ? obj.stream_options : {};
+      obj.stream_options = { ...so, include_usage: true };
+      body = Buffer.from(JSON.stringify(obj));
+      strip = true;
+    }
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.on("close", onClose);
+    const admission_ = await admission.acquire(abort.signal);
+    if (!admission_.ok) {
+      if (admission_.reason === "aborted") return;
+      metrics.rejected.inc({ reason: admission_.reason });
+      metrics.responses.inc({ status: "429", stream: String(view.stream) });
+      sendError(
+        res,
+        429,
+        admission_.reason,
+        admission_.reason === "queue_full"
+          ? "gateway queue is full, retry later"
+          : "timed out waiting in the gateway queue",
+        { headers: { "retry-after": "1" } },
+      );
+      return;
+    }
+    const deadline = t0 + requestTimeoutMs;
+    const deadlineTimer = setTimeout(() => abort.abort(), requestTimeoutMs);
+    deadlineTimer.unref();
+    try {
+      const header = req.headers[TASK_ID_HEADER];
+      const taskKey = typeof header === "string" && header !== "" ? header : grant.taskId;
+      const input: RouteInput = {
+        affinityKey: taskKey === undefined ? undefined : `${grant.runId}/${taskKey}`,
+        prefixText: view.prefixText,
+      };
+      await dispatch({ req, res, t0, grant, view, body, strip, signal: abort.signal, deadline }, input);
+      if (abort.signal.aborted && !res.headersSent && !res.destroyed) {
+        metrics.responses.inc({ status: "504", stream: String(view.stream) });
+        sendError(res, 504, "gateway_timeout", `request exceeded ${requestTimeoutMs} ms`);
+      }
+    } finally {
+      clearTimeout(deadlineTimer);
+      admission_.release();
+    }
+  }
+
+  /** GET passthrough (`/v1/models…`): tries each eligible upstream once. */
+  async function passthroughGet(res: ServerResponse, path: string): Promise<void> {
+    const now = Date.now();
+    for (const u of candidates(now, new Set())) {
+      const url = u.resolve(path);
+      const headers: Record<string, string> = { accept: "application/json" };
+      if (u.apiKey) headers.authorization = `Bearer ${u.apiKey}`;
+      const result = await new Promise<
+        { status: number; headers: Record<string, string | string[]>; body: Buffer } | undefined
+      >((resolve) => {
+        const send = url.protocol === "https:" ? httpsRequest : httpRequest;
+        const r = send(
+          url,
+          { method: "GET", agent: u.agent, headers, timeout: firstByteTimeoutMs },
+          (ures) => {
+            const chunks: Buffer[] = [];
+            ures.on("data", (c: Buffer) => chunks.push(c));
+            ures.on("end", () =>
+              resolve({
+                status: ures.statusCode ?? 502,
+                headers: forwardHeaders(ures.headers) as Record<string, string | string[]>,
+                body: Buffer.concat(chunks),
+              }),
+            );
+            ures.on("error", () => resolve(undefined));
+          },
+        );
+        r.on("timeout", () => r.destroy());
+        r.on("error", () => resolve(undefined));
+        r.end();
+      });
+      if (result === undefined || result.status >= 500) continue;
+      res.writeHead(result.status, {
+        ...result.headers,
+        "content-length": result.body.length,
+        [UPSTREAM_HEADER]: u.name,
+      });
+      res.end(result.body);
+      return;
+    }
+    sendError(res, 503, "no_upstream_available", "no healthy upstream is available", {
+      headers: { "retry-after": "1" },
+    });
+  }
+
+  // ---- admin ------------------------------------------------------------------------------------------------
+  async function readJson(req: IncomingMessage): Promise<unknown> {
+    const raw = await readBody(req, 1024 * 1024);
+    if (raw === undefined || raw.length === 0) return {};
+    return JSON.parse(raw.toString("utf8"));
+  }
+
+  const upstreamAdmin: UpstreamAdmin = {
+    list: () => [...upstreams.values()].map((u) => u.info(Date.now())),
+    add(config) {
+      const u = addUpstream(config);
+      log.info({ upstream: u.name, endpoint: u.endpoint, weight: u.weight }, "upstream added");
+      return u.info(Date.now());
+    },
+    remove: removeUpstream,
+    async drain(name) {
+      const u = getUpstream(name);
+      u.mode = "draining";
+      log.info({ upstream: name, inflight: u.inflight }, "upstream draining");
+      await u.idle();
+    },
+    resume(name) {
+      getUpstream(name).mode = "active";
+      log.info({ upstream: name }, "upstream resumed");
+    },
+  };
+
+  async function admin(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    method: string,
+  ): Promise<void> {
+    const token = bearerToken(req.headers);
+    if (adminToken === undefined) {
+      sendError(res, 403, "admin_disabled", "the admin API is disabled: set GATEWAY_ADMIN_TOKEN");
+      return;
+    }
+    if (token === undefined || !safeEqual(token, adminToken)) {
+      sendError(
+        res,
+        401,
+        "invalid_admin_token",
+        "admin endpoints need Authorization: Bearer <GATEWAY_ADMIN_TOKEN>",
+      );
+      return;
+    }
+    let body: unknown;
+    try {
+      body = method === "POST" || method === "DELETE" ? await readJson(req) : undefined;
+    } catch (err) {
+      sendError(res, 400, "invalid_json", `request body is not valid JSON: ${(err as Error).message}`);
+      return;
+    }
+    try {
+      if (path === "/admin/upstreams") {
+        if (method === "GET") return sendJson(res, 200, { upstreams: upstreamAdmin.list() });
+        if (method === "POST") {
+          const p = AddUpstreamBody.safeParse(body);
+          if (!p.success) return sendError(res, 400, "invalid_upstream", issuesText(p.error));
+          return sendJson(res, 201, upstreamAdmin.add(p.data));
+        }
+      }
+      const m = /^\/admin\/upstreams\/([^/]+)(\/drain|\/resume)?$/.exec(path);
+      if (m) {
+        const name = decodeURIComponent(m[1]!);
+        const action = m[2];
+        if (action === undefined && method === "GET")
+          return sendJson(res, 200, getUpstream(name).info(Date.now()));
+        if (action === undefined && method === "DELETE") {
+          const inflight = getUpstream(name).inflight;
+          const done = upstreamAdmin.remove(name);
+          if (new URL(req.url ?? "/", "http://x").searchParams.get("wait") === "true") await done;
+          return sendJson(res, 200, { name, removed: true, inflightAtRemoval: inflight });
+        }
+        if (action === "/drain" && method === "POST") {
+          const done = upstreamAdmin.drain(name);
+          if (new URL(req.url ?? "/", "http://x").searchParams.get("wait") === "true") await done;
+          return sendJson(res, 200, getUpstream(name).info(Date.now()));
+        }
+        if (action === "/resume" && method === "POST") {
+          upstreamAdmin.resume(name);
+          return sendJson(res, 200, getUpstream(name).info(Date.now()));
+        }
+      }
+      if (path === "/admin/tokens" && method === "POST") {
+        const p = IssueTokenBody.safeParse(body);
+        if (!p.success) return sendError(res, 400, "invalid_request", issuesText(p.error));
+        const token = ledger.issue(p.data);
+        log.info(
+          { runId: p.data.runId, taskId: p.data.taskId, budgetTokens: p.data.budgetTokens },
+          "token issued",
+        );
+        return sendJson(res, 201, { token, ...p.data });
+      }
+      if (path === "/admin/tokens" && method === "DELETE") {
+        const t = (body as { token?: unknown } | undefined)?.token;
+        if (typeof t !== "string") return sendError(res, 400, "invalid_request", "body must be {token}");
+        return ledger.revoke(t)
+          ? sendJson(res, 200, { revoked: true })
+          : sendError(res, 404, "unknown_token", "unknown token");
+      }
+      if (path === "/admin/usage" && method === "GET") {
+        const runId = new URL(req.url ?? "/", "http://x").searchParams.get("runId") ?? undefined;
+        return sendJson(res, 200, { runs: usageOf(runId) });
+      }
+      sendError(res, 404, "not_found", `unknown admin route ${method} ${path}`);
+    } catch (err) {
+      if (err instanceof UpstreamError) {
+        sendError(
+          res,
+          err.code === "unknown_upstream" ? 404 : err.code === "duplicate_upstream" ? 409 : 400,
+          err.code,
+          err.message,
+        );
+        return;
+      }
+      throw err;
+    }
+  }
+
+  function usageOf(runId?: string): RunUsage[] {
+    if (runId === undefined) return ledger.allUsage();
+    const u = ledger.usage(runId);
+    return u ? [u] : [];
+  }
+
+  // ---- server -----------------------------------------------------------------------------------------------
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const t0 = Date.now();
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    const method = req.method ?? "GET";
+    if (path === "/v1/chat/completions") {
+      if (method !== "POST") return sendError(res, 405, "method_not_allowed", `use POST on ${path}`);
+      return chat(req, res, t0);
+    }
+    if (path === "/v1/models" || path.startsWith("/v1/models/")) {
+      if (method !== "GET") return sendError(res, 405, "method_not_allowed", `use GET on ${path}`);
+      if (authenticate(req, res) === undefined) return;
+      return passthroughGet(res, path.slice("/v1/".length));
+    }
+    if (path === "/healthz" || path === "/readyz") {
+      const now = Date.now();
+      const list = [...upstreams.values()];
+      const eligible = list.filter((u) => u.eligible(now)).length;
+      const ready = eligible > 0;
+      return sendJson(res, path === "/readyz" && !ready ? 503 : 200, {
+        status: ready ? "ok" : "degraded",
+        upstreams: { total: list.length, eligible },
+      });
+    }
+    if (path === "/metrics" && method === "GET") {
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, {
+        "content-type": metrics.registry.contentType,
+        "content-length": Buffer.byteLength(text),
+      });
+      res.end(text);
+      return;
+    }
+    if (path.startsWith("/admin/")) return admin(req, res, path, method);
+    sendError(res, 404, "not_found", `unknown route ${method} ${path}`);
+  }
+
+  const server: Server = createServer((req, res) => {
+    inflightClients++;
+    res.once("close", () => {
+      inflightClients--;
+      if (inflightClients === 0) {
+        const r = idleResolvers;
+        idleResolvers = [];
+        for (const f of r) f();
+      }
+    });
+    handle(req, res).catch((err: unknown) => {
+      log.error({ err: (err as Error).message }, "internal error");
+      if (!res.headersSent) sendError(res, 500, "internal_error", "llm-gateway internal error");
+      else res.destroy();
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  server.headersTimeout = 66_000;
+  server.requestTimeout = 0;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port ?? 0, host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const urlHost = host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host.includes(":") ? `[${host}]` : host;
+  const url = `http://${urlHost}:${port}/v1`;
+  log.info(
+    {
+      url,
+      policy: policy.name,
+      auth,
+      upstreams: [...upstreams.keys()],
+      maxRetries,
+      health: health !== undefined,
+    },
+    "llm-gateway listening",
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    policy,
+    upstreams: upstreamAdmin,
+    issueToken: (grant) => ledger.issue(grant),
+    usage: (runId) => usageOf(runId),
+    metricsText: () => metrics.registry.metrics(),
+    close(graceMs = 0) {
+      closing ??= (async () => {
+        closed = true;
+        if (healthTimer) clearTimeout(healthTimer);
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        if (graceMs > 0 && inflightClients > 0) {
+          await Promise.race([
+            new Promise<void>((r) => idleResolvers.push(r)),
+            sleep(graceMs, undefined, { ref: false }),
+          ]);
+        }
+        server.closeAllConnections();
+        await stopped;
+        for (const u of upstreams.values()) u.agent.destroy();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,57 @@
+/**
+ * @longshot/llm-gateway — one OpenAI-compatible endpoint in front of many model replicas: cache-aware routing
+ * with session affinity, retries, circuit breakers, health checks, back-pressure, token budgets, accounting and
+ * Prometheus metrics. `startGateway()` runs it in-process; `src/main.ts` is the service entry.
+ */
+export { type GatewayEnv, GatewayEnv as GatewayEnvSchema, gatewayOptionsFromEnv } from "./config.ts";
+export { type Admission, type AdmissionOptions, AdmissionQueue } from "./domain/admission.ts";
+export { type BackoffOptions, backoffDelay, isRetryableStatus } from "./domain/backoff.ts";
+export {
+  type BreakerOptions,
+  type BreakerOutcome,
+  type BreakerState,
+  breakerStateValue,
+  CircuitBreaker,
+} from "./domain/breaker.ts";
+export {
+  type BudgetRefusal,
+  costOf,
+  type Grant,
+  Ledger,
+  type ModelPrice,
+  type PriceTable,
+  type RunUsage,
+  type TokenUsage,
+  type UsageTotals,
+} from "./domain/ledger.ts";
+export {
+  type CacheAwareOptions,
+  type Candidate,
+  cacheAwarePolicy,
+  createPolicy,
+  type Decision,
+  type DecisionReason,
+  leastLoaded,
+  leastOutstandingPolicy,
+  POLICY_NAMES,
+  type PolicyName,
+  type RouteInput,
+  type RoutingPolicy,
+  roundRobinPolicy,
+  type SessionAffinityOptions,
+  sessionAffinityPolicy,
+} from "./domain/policy.ts";
+export { type PrefixMatch, PrefixTree, type PrefixTreeOptions } from "./domain/prefix-tree.ts";
+export { type ChatBodyView, promptKey, viewChatBody } from "./domain/prompt.ts";
+export { SseUsageTap, type UsageCounts, usageCounts, type WireUsage } from "./domain/sse.ts";
+export { SmoothWeightedRoundRobin, type Weighted } from "./domain/wrr.ts";
+export {
+  type Gateway,
+  type GatewayOptions,
+  type HealthCheckOptions,
+  startGateway,
+  TASK_ID_HEADER,
+  UPSTREAM_HEADER,
+  type UpstreamAdmin,
+} from "./gateway.ts";
+export { type UpstreamConfig, UpstreamError, type UpstreamInfo, type UpstreamMode } from "./upstreams.ts";
