@@ -99,8 +99,18 @@ export const EventData = {
     files: z.array(z.string()),
     attempts: z.number().int(),
   }),
-  "merge.skipped": z.object({ taskId: TaskId, attempt: z.number().int().min(1), branch: z.string(), reason: z.string() }),
-  "merge.failed": z.object({ taskId: TaskId, attempt: z.number().int().min(1), branch: z.string(), reason: z.string() }),
+  "merge.skipped": z.object({
+    taskId: TaskId,
+    attempt: z.number().int().min(1),
+    branch: z.string(),
+    reason: z.string(),
+  }),
+  "merge.failed": z.object({
+    taskId: TaskId,
+    attempt: z.number().int().min(1),
+    branch: z.string(),
+    reason: z.string(),
+  }),
   /**
    * The reconciler's proposal to fix a red base branch: ≤ 5 tasks from the model, all for one failure
    * `signature` (a hash of the normalized failing output, independent of the sha). The planner files them

@@ -14,5 +14,7 @@ export const DECOMPOSE_MAX_DEPTH = 3;
  */
 export function taskQueue(task: Pick<Task, "scope" | "depth"> & Partial<Pick<Task, "kind">>): TaskQueue {
   if (task.kind === "conflict-fix") return "execute";
-  return task.scope.length >= DECOMPOSE_MIN_SCOPE && task.depth < DECOMPOSE_MAX_DEPTH ? "decompose" : "execute";
+  return task.scope.length >= DECOMPOSE_MIN_SCOPE && task.depth < DECOMPOSE_MAX_DEPTH
+    ? "decompose"
+    : "execute";
 }

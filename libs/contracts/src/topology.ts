@@ -30,6 +30,12 @@ export const STREAM_DEFAULTS = {
 } as const;
 
 /**
+ * Ack wait of every consumer, ms: a crashed handler's message is redelivered this long after its last
+ * `working()` heartbeat (heartbeats go out every third of it while a handler runs).
+ */
+export const ACK_WAIT_MS = 20_000;
+
+/**
  * A durable pull consumer. `ackWaitMs` is how long a delivery may go without `ack`/`working()` before it is
  * redelivered; `maxDeliver` bounds redeliveries (then the message is a visible failure, see libs/bus).
  */
@@ -48,7 +54,7 @@ export const Consumers = {
     stream: "REQUESTS",
     name: "planner-requests",
     filter: Subjects.request,
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 5,
     maxAckPending: 64,
   },
@@ -56,7 +62,7 @@ export const Consumers = {
     stream: "HANDOFFS",
     name: "planner-handoffs",
     filter: Subjects.allHandoffs,
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 10,
     maxAckPending: 256,
   },
@@ -64,7 +70,7 @@ export const Consumers = {
     stream: "EVENTS",
     name: "planner-merges",
     filter: Subjects.eventsOfType("merge.*"),
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 10,
     maxAckPending: 256,
   },
@@ -72,7 +78,7 @@ export const Consumers = {
     stream: "EVENTS",
     name: "planner-health",
     filter: Subjects.eventsOfType("health.swept"),
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 10,
     maxAckPending: 64,
   },
@@ -80,7 +86,7 @@ export const Consumers = {
     stream: "EVENTS",
     name: "planner-fixes",
     filter: Subjects.eventsOfType("fix.requested"),
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 10,
     maxAckPending: 64,
   },
@@ -88,7 +94,7 @@ export const Consumers = {
     stream: "TASKS",
     name: "subplanner",
     filter: Subjects.allTasks("decompose"),
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 5,
     maxAckPending: 1000,
   },
@@ -96,7 +102,7 @@ export const Consumers = {
     stream: "HANDOFFS",
     name: "subplanner-handoffs",
     filter: Subjects.allHandoffs,
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 10,
     maxAckPending: 256,
   },
@@ -104,7 +110,7 @@ export const Consumers = {
     stream: "EVENTS",
     name: "subplanner-merges",
     filter: Subjects.eventsOfType("merge.*"),
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 10,
     maxAckPending: 256,
   },
@@ -112,7 +118,7 @@ export const Consumers = {
     stream: "TASKS",
     name: "dispatcher",
     filter: Subjects.allTasks("execute"),
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 5,
     maxAckPending: 1000,
   },
@@ -120,7 +126,7 @@ export const Consumers = {
     stream: "HANDOFFS",
     name: "merger",
     filter: Subjects.allHandoffs,
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 10,
     maxAckPending: 1000,
   },
@@ -128,7 +134,7 @@ export const Consumers = {
     stream: "EVENTS",
     name: "reconciler-merges",
     filter: Subjects.eventsOfType("merge.merged"),
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 10,
     maxAckPending: 256,
   },
@@ -136,7 +142,7 @@ export const Consumers = {
     stream: "EVENTS",
     name: "reconciler-sweeps",
     filter: Subjects.eventsOfType("sweep.requested"),
-    ackWaitMs: 60_000,
+    ackWaitMs: ACK_WAIT_MS,
     maxDeliver: 10,
     maxAckPending: 64,
   },

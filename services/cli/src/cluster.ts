@@ -9,7 +9,7 @@ import { createLogger } from "@longshot/log";
 export const ROOT = new URL("../../../", import.meta.url).pathname;
 
 /** The services an embedded cluster runs, each as its own process `longshot-<service>`. */
-export const CLUSTER_SERVICES = ["planner", "dispatcher", "merger", "reconciler"] as const;
+export const CLUSTER_SERVICES = ["planner", "subplanner", "dispatcher", "merger", "reconciler"] as const;
 
 export interface EmbeddedCluster {
   natsUrl: string;

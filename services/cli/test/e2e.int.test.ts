@@ -1,102 +1,15 @@
 import { execFile } from "node:child_process";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { git, makeRepo, tempDir, waitFor } from "@longshot/testkit";
+import { git, tempDir, waitFor } from "@longshot/testkit";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLUSTER_SERVICES, type EmbeddedCluster, startEmbeddedCluster } from "../src/cluster.ts";
 import { type SimLlmProcess, startSimLlmProcess } from "../src/demo.ts";
+import { makeListRepo, writeScript } from "./fixtures.ts";
 
 const run = promisify(execFile);
-
-/** Two tasks that edit different regions of the same file, so the second merge needs a rebase. */
-const LIST_TS = [
-  "// list helpers",
-  "// region: first",
-  "// end region: first",
-  "",
-  "export function size(xs: readonly unknown[]): number {",
-  "  return xs.length;",
-  "}",
-  "",
-  "export function isEmpty(xs: readonly unknown[]): boolean {",
-  "  return xs.length === 0;",
-  "}",
-  "",
-  "// region: last",
-  "// end region: last",
-  "",
-].join("\n");
-
-const worker = (id: string, fn: string, region: string, test: string) => ({
-  name: `worker ${id}`,
-  match: { system: "You are a worker", user: `## Task: ${id}\n` },
-  turns: [
-    {
-      toolCalls: [
-        {
-          name: "edit",
-          arguments: {
-            path: "src/list.ts",
-            edits: [{ oldText: `// end region: ${region}`, newText: `${fn}\n// end region: ${region}` }],
-          },
-        },
-        { name: "write", arguments: { path: `test/${id}.test.ts`, content: test } },
-      ],
-    },
-    { toolCalls: [{ name: "bash", arguments: { command: "node --test" } }] },
-    {
-      content: `Done.\n\`\`\`json\n${JSON.stringify({ status: "complete", summary: `added ${id}`, filesChanged: ["src/list.ts"], concerns: [], suggestions: [] })}\n\`\`\``,
-    },
-  ],
-});
-
-const script = {
-  model: "sim-e2e",
-  conversations: [
-    {
-      name: "planner",
-      match: { system: "You are the root planner" },
-      turns: [
-        {
-          content: JSON.stringify({
-            scratchpad: "two independent helpers",
-            tasks: [
-              {
-                id: "add-first",
-                description: "Add first()",
-                scope: ["src/list.ts"],
-                acceptance: "tests pass",
-                priority: 3,
-              },
-              {
-                id: "add-last",
-                description: "Add last()",
-                scope: ["src/list.ts"],
-                acceptance: "tests pass",
-                priority: 5,
-              },
-            ],
-          }),
-        },
-        { content: JSON.stringify({ scratchpad: "done", tasks: [] }) },
-      ],
-    },
-    worker(
-      "add-first",
-      "export function first<T>(xs: readonly T[]): T | undefined {\n  return xs[0];\n}",
-      "first",
-      'import { test } from "node:test";\nimport assert from "node:assert/strict";\nimport { first } from "../src/list.ts";\ntest("first", () => assert.equal(first([1, 2]), 1));\n',
-    ),
-    worker(
-      "add-last",
-      "export function last<T>(xs: readonly T[]): T | undefined {\n  return xs[xs.length - 1];\n}",
-      "last",
-      'import { test } from "node:test";\nimport assert from "node:assert/strict";\nimport { last } from "../src/list.ts";\ntest("last", () => assert.equal(last([1, 2]), 2));\n',
-    ),
-  ],
-};
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let sim: SimLlmProcess;
@@ -107,18 +20,8 @@ let repo: string;
 beforeAll(async () => {
   dir = await tempDir("longshot-e2e-");
   repo = join(dir.path, "target");
-  await makeRepo(repo, {
-    "package.json": JSON.stringify(
-      { name: "list", type: "module", scripts: { test: "node --test" } },
-      null,
-      2,
-    ),
-    "src/list.ts": LIST_TS,
-    "test/list.test.ts":
-      'import { test } from "node:test";\nimport assert from "node:assert/strict";\nimport { size } from "../src/list.ts";\ntest("size", () => assert.equal(size([1]), 1));\n',
-  });
-  const scriptPath = join(dir.path, "script.json");
-  await writeFile(scriptPath, JSON.stringify(script));
+  await makeListRepo(repo);
+  const scriptPath = await writeScript(dir.path, 2);
   const key = "sim-e2e-secret-key-0123456789";
   sim = await startSimLlmProcess(scriptPath, key);
   cluster = await startEmbeddedCluster({

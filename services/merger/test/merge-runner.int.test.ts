@@ -172,21 +172,23 @@ describe("merge runner", () => {
     const main = await headSha(target);
     const commits = countCommits(target);
 
+    // A redelivery reports the work as already merged, naming a base commit that contains it.
     expect(await r.merge(h1)).toMatchObject({
-      kind: "skipped",
+      kind: "already-merged",
       reason: expect.stringMatching(/already merged/),
     });
-    expect(await r.merge(h2)).toMatchObject({ kind: "skipped" });
+    expect(await r.merge(h2)).toMatchObject({ kind: "already-merged" });
     expect(records.entries.size).toBe(2);
 
     // A restarted merger whose record store is empty: git itself shows the work is already on main
     // (t1 by its head being an ancestor, t2 because its rebased patches are already upstream).
     const fresh = runner({ records: createMemoryMergedRecords() });
     expect(await fresh.runner.merge(h1)).toMatchObject({
-      kind: "skipped",
+      kind: "already-merged",
+      sha: main,
       reason: expect.stringMatching(/head/),
     });
-    expect(await fresh.runner.merge(h2)).toMatchObject({ kind: "skipped" });
+    expect(await fresh.runner.merge(h2)).toMatchObject({ kind: "already-merged", sha: main });
     expect(fresh.records.entries.get("run-1.t1")).toBe(main);
     expect(fresh.records.entries.get("run-1.t2")).toBe(main);
 
@@ -294,7 +296,7 @@ describe("merge runner", () => {
     expect(await isAncestor(target, h2.head!, "main")).toBe(true);
     // A redelivery is caught by ancestry alone.
     const fresh = runner({ strategy: "merge-commit" });
-    expect(await fresh.runner.merge(h2)).toMatchObject({ kind: "skipped" });
+    expect(await fresh.runner.merge(h2)).toMatchObject({ kind: "already-merged" });
     await expectMainOnlyGrew();
   });
 

@@ -149,18 +149,19 @@ export function createPlanner(deps: PlannerDeps) {
       if (this.planning) return;
       const d = decideFinalize(this.state, Date.now(), deps.policy);
       if (d.kind === "request-sweep") {
-        await this.mutate((st) => applyFinalRequest(st, d.requestId));
+        // Publish first (idempotent by id), then persist: a crash in between re-publishes the same request.
         await deps.bus.publishEvent(
           "sweep.requested",
           s.run.runId,
           {
             requestId: d.requestId,
-            reason: `final sweep ${this.state.final.attempt}`,
+            reason: `final sweep ${this.state.final.attempt + 1}`,
             repo: s.run.repo,
             baseBranch: s.run.baseBranch,
           },
           { id: `sweep-${d.requestId}` },
         );
+        await this.mutate((st) => applyFinalRequest(st, d.requestId));
         this.log.info({ requestId: d.requestId }, "every task terminal: final sweep requested");
       } else if (d.kind === "complete") {
         await this.complete(d.summary);
@@ -172,10 +173,11 @@ export function createPlanner(deps: PlannerDeps) {
     }
 
     async complete(summary: ReturnType<typeof summarize>): Promise<void> {
-      await this.mutate((st) => ({ ...st, phase: "completed", summary }));
+      // Publish first (idempotent by id), then persist: a crash in between completes the run again.
       await deps.bus.publishEvent("run.completed", this.state.run.runId, summary, {
         id: `run-completed-${this.state.run.runId}`,
       });
+      await this.mutate((st) => ({ ...st, phase: "completed", summary }));
       this.log.info(
         { status: summary.status, merged: summary.merged, durationMs: summary.durationMs },
         "run completed",
@@ -287,19 +289,21 @@ export function createPlanner(deps: PlannerDeps) {
       const e = await (await kv()).get(runId);
       return !!e && e.operation === "PUT";
     },
-    /** Starts a new run. Idempotent: a run id already in KV is left alone. */
+    /** Starts a new run. Idempotent: for a run id already in KV it only re-announces `run.accepted`. */
     async start(run: AcceptedRun): Promise<void> {
       const store = await kv();
       const state = initialRunState(run, Date.now());
+      let actor: RunActor | undefined;
       try {
         await store.create(run.runId, JSON.stringify(state));
+        actor = new RunActor(state);
+        actors.set(run.runId, actor);
       } catch {
-        return; // already accepted (redelivered request)
+        // Already created: a redelivered request (perhaps after a crash before `run.accepted` went out).
+        actor = await actorFor(run.runId);
       }
-      const actor = new RunActor(state);
-      actors.set(run.runId, actor);
       await deps.bus.publishEvent("run.accepted", run.runId, run, { id: `run-accepted-${run.runId}` });
-      actor.kick();
+      actor?.kick();
     },
     async onHandoff(h: Handoff): Promise<void> {
       const a = await actorFor(h.runId);

@@ -1,7 +1,14 @@
 import { readFile } from "node:fs/promises";
 import type { Bus } from "@longshot/bus";
 import { RetryableError } from "@longshot/bus";
-import { Buckets, type Handoff, HandoffMessage, type Task, TaskMessage, taskQueue } from "@longshot/contracts";
+import {
+  Buckets,
+  type Handoff,
+  HandoffMessage,
+  type Task,
+  TaskMessage,
+  taskQueue,
+} from "@longshot/contracts";
 import type { ChatClient } from "@longshot/llm";
 import type { Logger } from "@longshot/log";
 import type { KV } from "@nats-io/kv";
@@ -218,7 +225,12 @@ export function createSubplanner(deps: SubplannerDeps) {
             );
             await this.mutate(markOutPublished);
             this.log.info(
-              { status: h.status, subtasks: s.order.length, rounds: s.round, durationMs: h.metrics.durationMs },
+              {
+                status: h.status,
+                subtasks: s.order.length,
+                rounds: s.round,
+                durationMs: h.metrics.durationMs,
+              },
               "aggregate handoff published",
             );
             break;
@@ -250,14 +262,18 @@ export function createSubplanner(deps: SubplannerDeps) {
         if (dropped.length) this.log.warn({ dropped }, "model subtasks dropped");
         const turns = first ? [history[0]!, user, ...res.added] : [user, ...res.added];
         await this.mutate((st) => applyBatch(st, turns, tasks, res.usage.totalTokens, snapshot.head));
-        this.log.info({ round: this.state.round, subtasks: tasks.length, phase: this.state.phase }, "planned");
+        this.log.info(
+          { round: this.state.round, subtasks: tasks.length, phase: this.state.phase },
+          "planned",
+        );
       } catch (err) {
         const reason = (err as Error).message;
         await this.mutate((st) => applyModelFailure(st, reason, maxErrors));
         const n = this.state.consecutiveErrors;
         this.log.error({ err, consecutiveErrors: n }, "decomposition model call failed");
         // Backoff min(2 s · 2^(n−1), 30 s) before the next attempt (inventory §1.6), unless it gave up.
-        if (decideNext(this.state, maxRounds).kind === "plan") await this.sleep(Math.min(2000 * 2 ** (n - 1), 30_000));
+        if (decideNext(this.state, maxRounds).kind === "plan")
+          await this.sleep(Math.min(2000 * 2 ** (n - 1), 30_000));
       }
     }
 
@@ -270,7 +286,8 @@ export function createSubplanner(deps: SubplannerDeps) {
     if (actors.get(a.key) !== a) return;
     actors.delete(a.key);
     for (const id of a.state.order) {
-      if (subIndex.get(`${a.state.parent.runId}.${id}`) === a.key) subIndex.delete(`${a.state.parent.runId}.${id}`);
+      if (subIndex.get(`${a.state.parent.runId}.${id}`) === a.key)
+        subIndex.delete(`${a.state.parent.runId}.${id}`);
     }
   }
 
@@ -335,7 +352,12 @@ export function createSubplanner(deps: SubplannerDeps) {
       const state =
         taskQueue(task) === "decompose"
           ? initialDecomposition(task, now(), lastIndex)
-          : atomicDecomposition(task, now(), `scope ${task.scope.length} files at depth ${task.depth}`, lastIndex);
+          : atomicDecomposition(
+              task,
+              now(),
+              `scope ${task.scope.length} files at depth ${task.depth}`,
+              lastIndex,
+            );
       if (decision === "start") {
         try {
           await store.create(key, JSON.stringify(state));
@@ -358,7 +380,10 @@ export function createSubplanner(deps: SubplannerDeps) {
       }
       const a = new Decomposition(state);
       actors.set(key, a);
-      a.log.info({ attempt: task.attempt, scope: task.scope.length, phase: state.phase }, "decomposition started");
+      a.log.info(
+        { attempt: task.attempt, scope: task.scope.length, phase: state.phase },
+        "decomposition started",
+      );
       a.kick();
     },
 

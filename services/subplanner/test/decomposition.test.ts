@@ -49,7 +49,11 @@ const raw = (scope: string[], extra: Partial<SubplannerOutput["tasks"][number]> 
 
 /** A decomposition of PARENT with one batch whose scopes are `scopes`, all published. */
 function withBatch(scopes: string[][], s: DecompositionState = initialDecomposition(PARENT, T0)) {
-  const { tasks } = buildSubtasks(s.parent, scopes.map((sc) => raw(sc)), { ...OPTS, lastIndex: s.lastIndex });
+  const { tasks } = buildSubtasks(
+    s.parent,
+    scopes.map((sc) => raw(sc)),
+    { ...OPTS, lastIndex: s.lastIndex },
+  );
   let next = applyBatch(s, [], tasks, 10, "head1");
   for (const t of tasks) next = markPublished(next, t.id);
   return next;
@@ -86,12 +90,20 @@ const settle = (s: DecompositionState, id: string, status: HandoffStatus, outcom
 
 describe("buildSubtasks", () => {
   it("given scopes outside the parent, when built, then only files of the parent's scope remain", () => {
-    const { tasks } = buildSubtasks(PARENT, [raw(["src/a.ts", "src/zzz.ts", "./src/b.ts", " src/b.ts "])], OPTS);
+    const { tasks } = buildSubtasks(
+      PARENT,
+      [raw(["src/a.ts", "src/zzz.ts", "./src/b.ts", " src/b.ts "])],
+      OPTS,
+    );
     expect(tasks[0]!.scope).toEqual(["src/a.ts", "src/b.ts"]);
   });
 
   it("given overlapping siblings, when built, then a file stays with the first subtask that claimed it", () => {
-    const { tasks } = buildSubtasks(PARENT, [raw(["src/a.ts", "src/b.ts"]), raw(["src/b.ts", "src/c.ts"])], OPTS);
+    const { tasks } = buildSubtasks(
+      PARENT,
+      [raw(["src/a.ts", "src/b.ts"]), raw(["src/b.ts", "src/c.ts"])],
+      OPTS,
+    );
     expect(tasks.map((t) => t.scope)).toEqual([["src/a.ts", "src/b.ts"], ["src/c.ts"]]);
     const all = tasks.flatMap((t) => t.scope);
     expect(new Set(all).size).toBe(all.length);
@@ -170,7 +182,10 @@ describe("applyBatch and decideNext", () => {
     const s = applyBatch(initialDecomposition(PARENT, T0), [{ role: "user", content: "x" }], tasks, 7, "h1");
     expect(s).toMatchObject({ round: 1, lastIndex: 2, tokens: 7, lastHead: "h1", phase: "active" });
     const step = decideNext(s);
-    expect(step.kind === "publish-subtasks" && step.tasks.map((t) => t.id)).toEqual(["api-sub-1", "api-sub-2"]);
+    expect(step.kind === "publish-subtasks" && step.tasks.map((t) => t.id)).toEqual([
+      "api-sub-1",
+      "api-sub-2",
+    ]);
     expect(decideNext(markPublished(markPublished(s, "api-sub-1"), "api-sub-2"))).toEqual({ kind: "wait" });
   });
 
@@ -217,7 +232,10 @@ describe("terminal detection", () => {
     expect(applyMerge(s, "api-sub-1", 1, "conflict", "x")).toBe(s);
     expect(applyMerge(s, "api-sub-9", 1, "merged", "")).toBe(s);
     const fresh = withBatch([["src/a.ts"]]);
-    const other = { ...handoffOf(fresh, "api-sub-1"), task: { ...fresh.subtasks["api-sub-1"]!.task, attempt: 2 } };
+    const other = {
+      ...handoffOf(fresh, "api-sub-1"),
+      task: { ...fresh.subtasks["api-sub-1"]!.task, attempt: 2 },
+    };
     expect(applyHandoff(fresh, other)).toBe(fresh);
     expect(applyMerge(fresh, "api-sub-1", 2, "merged", "")).toBe(fresh);
   });

@@ -32,7 +32,13 @@ const REPO: RepoSnapshot = {
 
 function batch(s: DecompositionState, scopes: string[][], head: string): DecompositionState {
   const raw = scopes.map((scope) => ({ description: `do ${scope.join(",")}`, scope }));
-  return applyBatch(s, [], buildSubtasks(s.parent, raw, { branchPrefix: "w/", lastIndex: s.lastIndex }).tasks, 0, head);
+  return applyBatch(
+    s,
+    [],
+    buildSubtasks(s.parent, raw, { branchPrefix: "w/", lastIndex: s.lastIndex }).tasks,
+    0,
+    head,
+  );
 }
 
 function handoff(s: DecompositionState, id: string, summary: string): Handoff {
@@ -45,7 +51,15 @@ function handoff(s: DecompositionState, id: string, summary: string): Handoff {
     filesChanged: [],
     concerns: ["tsc: TS2304 cannot find name foo"],
     suggestions: [],
-    metrics: { linesAdded: 0, linesRemoved: 0, filesCreated: 0, filesModified: 0, tokensUsed: 0, toolCallCount: 0, durationMs: 0 },
+    metrics: {
+      linesAdded: 0,
+      linesRemoved: 0,
+      filesCreated: 0,
+      filesModified: 0,
+      tokensUsed: 0,
+      toolCallCount: 0,
+      durationMs: 0,
+    },
     branch: task.branch,
     task,
   };
@@ -74,7 +88,13 @@ describe("followUpMessage", () => {
   it("given a finished second round, when rendered, then it reports only that round and the new commits", () => {
     let s = batch(initialDecomposition(PARENT, 0), [["src/a.ts"]], "aaaaaaaaaaaaaaaa");
     s = batch(s, [["src/b.ts"]], "aaaaaaaaaaaaaaaa");
-    s = applyMerge(applyHandoff(s, handoff(s, "api-sub-2", "could not compile")), "api-sub-2", 1, "skipped", "failed");
+    s = applyMerge(
+      applyHandoff(s, handoff(s, "api-sub-2", "could not compile")),
+      "api-sub-2",
+      1,
+      "skipped",
+      "failed",
+    );
     const repo = {
       ...REPO,
       commits: [{ sha: "bbbbbbbbbbbbbbbb", subject: "merge api-sub-1", author: "Longshot" }, ...REPO.commits],

@@ -37,8 +37,18 @@ const script = {
       turns: [
         batch("two halves", [
           // src/x.ts is outside the parent's scope and src/b.ts is claimed twice: both must be filtered.
-          { id: "m1", description: "First half: a and b", scope: ["src/a.ts", "src/b.ts", "src/x.ts"], acceptance: "ok" },
-          { id: "m2", description: "Second half: c and d", scope: ["src/b.ts", "src/c.ts", "src/d.ts"], acceptance: "ok" },
+          {
+            id: "m1",
+            description: "First half: a and b",
+            scope: ["src/a.ts", "src/b.ts", "src/x.ts"],
+            acceptance: "ok",
+          },
+          {
+            id: "m2",
+            description: "Second half: c and d",
+            scope: ["src/b.ts", "src/c.ts", "src/d.ts"],
+            acceptance: "ok",
+          },
           { id: "m3", description: "Nothing left for me", scope: ["src/a.ts"], acceptance: "ok" },
         ]),
         batch("everything landed or was reported; nothing more", []),
@@ -112,7 +122,10 @@ function spawnNode(args: string[], env: Record<string, string>): Proc {
 /** Resolves when the process printed `pattern`; rejects if it exits first. */
 function printed(p: Proc, pattern: RegExp, ms = 30_000): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`not printed within ${ms} ms: ${pattern}\n${p.output()}`)), ms);
+    const timer = setTimeout(
+      () => reject(new Error(`not printed within ${ms} ms: ${pattern}\n${p.output()}`)),
+      ms,
+    );
     const check = () => {
       const m = pattern.exec(p.output());
       if (m) {
@@ -241,9 +254,7 @@ async function mergeFor(t: Task, status: "complete" | "failed"): Promise<void> {
 /** The two subtasks of `runId`'s parent as published on the execute queue, in id order. */
 async function subtasksOf(runId: string): Promise<Task[]> {
   const subs = await Promise.all(
-    ["feature-sub-1", "feature-sub-2"].map((id) =>
-      tasks.next((e) => e.runId === runId && e.data.id === id),
-    ),
+    ["feature-sub-1", "feature-sub-2"].map((id) => tasks.next((e) => e.runId === runId && e.data.id === id)),
   );
   return subs.map((e) => e.data);
 }
@@ -266,9 +277,12 @@ async function quiescent(): Promise<void> {
 
 /** The subplanner's log line after an event that left `runId`'s decomposition waiting. */
 const waitingLine = (runId: string, handoffs: number, merges: number) =>
-  new RegExp(`"runId":"${runId}"[^\\n]*"handoffs":${handoffs},"merges":${merges}[^\\n]*"msg":"waiting for subtasks"`);
+  new RegExp(
+    `"runId":"${runId}"[^\\n]*"handoffs":${handoffs},"merges":${merges}[^\\n]*"msg":"waiting for subtasks"`,
+  );
 
-const aggregatesOf = (runId: string) => handoffs.items.filter((e) => e.runId === runId && e.data.taskId === "feature");
+const aggregatesOf = (runId: string) =>
+  handoffs.items.filter((e) => e.runId === runId && e.data.taskId === "feature");
 
 beforeAll(async () => {
   dir = await tempDir("longshot-subplanner-");
@@ -332,7 +346,10 @@ describe("subplanner (real nats-server, sim-llm and subplanner processes)", () =
     expect(agg.data).toMatchObject({ status: "complete", branch: parent.branch, task: parent });
     expect(agg.data.head).toBeUndefined();
     expect([...agg.data.filesChanged].sort()).toEqual(PARENT_SCOPE);
-    expect(agg.data.suggestions).toEqual(["[feature-sub-1] add more tests", "[feature-sub-2] add more tests"]);
+    expect(agg.data.suggestions).toEqual([
+      "[feature-sub-1] add more tests",
+      "[feature-sub-2] add more tests",
+    ]);
     expect(agg.data.metrics.tokensUsed).toBeGreaterThan(2000);
 
     await quiescent();
@@ -385,7 +402,9 @@ describe("subplanner (real nats-server, sim-llm and subplanner processes)", () =
     expect(aggregatesOf("run-b")).toHaveLength(1);
     // A subtask republished after the restart reuses its message id, so JetStream keeps one copy.
     for (const id of ["feature-sub-1", "feature-sub-2"]) {
-      const ids = new Set(tasks.items.filter((e) => e.runId === "run-b" && e.data.id === id).map((e) => e.id));
+      const ids = new Set(
+        tasks.items.filter((e) => e.runId === "run-b" && e.data.id === id).map((e) => e.id),
+      );
       expect([...ids]).toEqual([`task-run-b-${id}-1`]);
     }
     expect(tasks.items.filter((e) => e.runId === "run-b" && e.data.id === "feature")).toEqual([]);

@@ -33,6 +33,8 @@ export type MergeOutcome =
   | { kind: "merged"; sha: string; rebased: boolean; attempts: number; strategy: MergeStrategy }
   | { kind: "conflict"; files: string[]; attempts: number }
   | { kind: "skipped"; reason: string }
+  /** The task's changes are already on the base (a redelivery, e.g. after a crash): `sha` = a base commit containing them. */
+  | { kind: "already-merged"; sha: string; reason: string }
   | { kind: "failed"; reason: string };
 
 /**
@@ -159,6 +161,8 @@ export function createMergeRunner(options: MergeRunnerOptions): MergeRunner {
     // Re-read inside the lock: a concurrent delivery of the same task may just have merged it.
     const recordedSha = await records.get(key);
     const early = decide(handoff, { recordedSha });
+    if (early.kind === "already-merged" && recordedSha)
+      return { kind: "already-merged", sha: recordedSha, reason: early.reason };
     if (early.kind !== "merge") return { kind: "skipped", reason: early.reason };
 
     const dir = await ensureClone(repo);
@@ -168,8 +172,11 @@ export function createMergeRunner(options: MergeRunnerOptions): MergeRunner {
     });
     const decision = decide(handoff, { recordedSha, headOnBase: onBase });
     if (decision.kind !== "merge") {
-      await records.put(key, await headSha(dir, `refs/remotes/origin/${base}`));
-      return { kind: "skipped", reason: decision.reason };
+      const baseSha = await headSha(dir, `refs/remotes/origin/${base}`);
+      await records.put(key, baseSha);
+      return decision.kind === "already-merged"
+        ? { kind: "already-merged", sha: baseSha, reason: decision.reason }
+        : { kind: "skipped", reason: decision.reason };
     }
 
     const message = `Merge ${branch} (task ${handoff.taskId})\n\n${handoff.task.description.slice(0, 500)}`;
@@ -183,8 +190,9 @@ export function createMergeRunner(options: MergeRunnerOptions): MergeRunner {
       const result: MergeResult = await mergeBranch(dir, { branch, base, strategy, message, ...net });
       switch (result.kind) {
         case "noop": {
-          await records.put(key, await headSha(dir, `refs/remotes/origin/${base}`));
-          return { kind: "skipped", reason: result.reason };
+          const baseSha = await headSha(dir, `refs/remotes/origin/${base}`);
+          await records.put(key, baseSha);
+          return { kind: "already-merged", sha: baseSha, reason: result.reason };
         }
         case "failed": {
           if (result.code === "not-fast-forward" && mergeTries < maxConflictAttempts) {
@@ -224,7 +232,10 @@ export function createMergeRunner(options: MergeRunnerOptions): MergeRunner {
     workDirFor,
     async merge(handoff) {
       // Cheap checks first, without waiting for the repository's lock or touching git.
-      const early = decide(handoff, { recordedSha: await records.get(mergedRecordKey(handoff)) });
+      const recordedSha = await records.get(mergedRecordKey(handoff));
+      const early = decide(handoff, { recordedSha });
+      if (early.kind === "already-merged" && recordedSha)
+        return { kind: "already-merged", sha: recordedSha, reason: early.reason };
       if (early.kind !== "merge") return { kind: "skipped", reason: early.reason };
       return serialized(handoff.task.repo, () => mergeLocked(handoff));
     },

@@ -96,6 +96,24 @@ export function createHandoffHandler(deps: { bus: Bus; runner: MergeRunner }) {
           meta,
         );
         break;
+      case "already-merged":
+        // Re-announce under the same event id: JetStream drops it if the first announcement went out
+        // (redelivery), and it fills the gap if the merger died between pushing and announcing.
+        await deps.bus.publishEvent(
+          "merge.merged",
+          h.runId,
+          {
+            ...base,
+            repo: h.task.repo,
+            baseBranch: h.task.baseBranch,
+            sha: outcome.sha,
+            strategy: "none",
+            rebased: false,
+            attempts: 0,
+          },
+          meta,
+        );
+        break;
       case "skipped":
         await deps.bus.publishEvent("merge.skipped", h.runId, { ...base, reason: outcome.reason }, meta);
         break;

@@ -223,7 +223,11 @@ export function applyPlan(s: RunState, added: Turn[], tasks: Task[], tokens: num
  * published tasks are still without a handoff (planner-side backpressure for the run's `maxWorkers`).
  */
 export function tasksToPublish(s: RunState): Task[] {
-  const running = s.order.filter((id) => s.tasks[id]!.published && !s.tasks[id]!.handoff).length;
+  // A decomposed parent occupies no sandbox (its subtasks do, capped by the dispatcher's MAX_WORKERS).
+  const running = s.order.filter((id) => {
+    const r = s.tasks[id]!;
+    return r.published && !r.handoff && !r.decomposed;
+  }).length;
   const free = Math.max(0, s.run.maxWorkers - running);
   return s.order
     .map((id) => s.tasks[id]!)

@@ -1,5 +1,4 @@
 import type { Bus } from "@longshot/bus";
-import { TerminalError } from "@longshot/bus";
 import { type AcceptedRun, newId, RunId, RunRequest } from "@longshot/contracts";
 import type { JsMsg } from "@nats-io/jetstream";
 import { checkRepo } from "../adapters/repo.ts";
@@ -38,7 +37,6 @@ export function createRequestHandler(deps: {
       await reject(parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })));
       return;
     }
-    if (await deps.planner.known(runId)) return; // redelivery of an accepted request
     const run: AcceptedRun = {
       runId,
       prompt: parsed.data.prompt,
@@ -46,12 +44,12 @@ export function createRequestHandler(deps: {
       baseBranch: parsed.data.baseBranch ?? deps.defaultBaseBranch,
       maxWorkers: parsed.data.maxWorkers ?? deps.defaultMaxWorkers,
     };
-    const problem = await checkRepo(run.repo, run.baseBranch);
+    // A redelivery of an accepted request skips the repository check (it passed before).
+    const problem = (await deps.planner.known(runId)) ? undefined : await checkRepo(run.repo, run.baseBranch);
     if (problem) {
       await reject([{ path: "repo", message: problem }]);
       return;
     }
-    if (!run.repo) throw new TerminalError("unreachable");
     await deps.planner.start(run);
   };
 }

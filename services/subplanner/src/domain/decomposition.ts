@@ -119,7 +119,12 @@ export function initialDecomposition(parent: Task, now: number, lastIndex = 0): 
 }
 
 /** A decomposition that sends `parent` to a worker unchanged (its scope or depth does not warrant one). */
-export function atomicDecomposition(parent: Task, now: number, reason: string, lastIndex = 0): DecompositionState {
+export function atomicDecomposition(
+  parent: Task,
+  now: number,
+  reason: string,
+  lastIndex = 0,
+): DecompositionState {
   return { ...initialDecomposition(parent, now, lastIndex), phase: "atomic", atomicReason: reason };
 }
 
@@ -188,14 +193,20 @@ export function buildSubtasks(
   const tasks: Task[] = [];
   const dropped: DroppedSubtask[] = [];
   let n = opts.lastIndex;
-  raw.forEach((r, index) => {
+  for (const [index, r] of raw.entries()) {
     const drop = (reason: string) => dropped.push({ index, description: r.description, reason });
-    if (tasks.length >= max) return drop(`more than ${max} subtasks in one batch`);
+    if (tasks.length >= max) {
+      drop(`more than ${max} subtasks in one batch`);
+      continue;
+    }
     const scope: string[] = [];
     for (const f of (r.scope ?? []).map(normalizePath)) {
       if (allowed.has(f) && !claimed.has(f) && !scope.includes(f)) scope.push(f);
     }
-    if (scope.length === 0) return drop("no file of the parent's scope left (outside it or claimed by a sibling)");
+    if (scope.length === 0) {
+      drop("no file of the parent's scope left (outside it or claimed by a sibling)");
+      continue;
+    }
     for (const f of scope) claimed.add(f);
     n++;
     const id = subtaskId(parent.id, n);
@@ -215,7 +226,7 @@ export function buildSubtasks(
       baseBranch: parent.baseBranch,
       ...(parent.model !== undefined ? { model: parent.model } : {}),
     });
-  });
+  }
   return { tasks, dropped };
 }
 
@@ -327,7 +338,7 @@ export function applyMerge(
 }
 
 /** A subtask is terminal when both its handoff and its merge outcome are known. */
-export const isTerminal = (r: SubtaskRecord): boolean => r.handoff !== undefined;
+export const isTerminal = (r: SubtaskRecord): boolean => r.handoff !== undefined && r.merge !== undefined;
 
 /** True when the decomposition has subtasks and every one is terminal. */
 export function allTerminal(s: DecompositionState): boolean {

@@ -72,8 +72,13 @@ export function followUpMessage(
     .filter((r) => r.round === s.round)
     .map((r) => {
       const h = r.handoff;
-      const merge = r.merge ? `merge: ${r.merge}${r.mergeDetail ? ` (${r.mergeDetail})` : ""}` : "merge pending";
-      const lines = [`### ${r.task.id} — ${h?.status ?? "no handoff"}, ${merge}`, `Scope: ${r.task.scope.join(", ")}`];
+      const merge = r.merge
+        ? `merge: ${r.merge}${r.mergeDetail ? ` (${r.mergeDetail})` : ""}`
+        : "merge pending";
+      const lines = [
+        `### ${r.task.id} — ${h?.status ?? "no handoff"}, ${merge}`,
+        `Scope: ${r.task.scope.join(", ")}`,
+      ];
       if (h) {
         lines.push(cap(h.summary, 300));
         if (h.filesChanged.length) lines.push(`Files: ${h.filesChanged.slice(0, 30).join(", ")}`);
@@ -91,7 +96,10 @@ export function followUpMessage(
   return [
     `# Update on ${s.parent.id} (round ${s.round} of at most ${maxRounds} finished)`,
     section("Subtask results", reports.join("\n\n")),
-    section("New commits on the base branch", newCommits.length ? commitLines(newCommits.slice(0, 40)) : "none"),
+    section(
+      "New commits on the base branch",
+      newCommits.length ? commitLines(newCommits.slice(0, 40)) : "none",
+    ),
     section("Subtask ids already used", used.join(", ")),
     `\nPlan only what is still missing for the parent's acceptance (at most ${maxSubtasks} subtasks, disjoint ` +
       'subsets of the parent\'s scope), or return an empty tasks array when it is met. Reply with {"scratchpad": "...", "tasks": [...]}.',
