@@ -3,7 +3,7 @@ import { eventDecoder, runService } from "@longshot/bus";
 import { llmEndpoints } from "@longshot/config";
 import { Consumers, runIdOfEventSubject, Subjects } from "@longshot/contracts";
 import { ChatClient } from "@longshot/llm";
-import { sweep } from "./adapters/sweep.ts";
+import { remoteHead, sweep } from "./adapters/sweep.ts";
 import { createReconciler } from "./reconciler.ts";
 
 const promptPath = new URL("../../../prompts/reconciler.md", import.meta.url).pathname;
@@ -20,6 +20,7 @@ runService("reconciler", async ({ config, log, bus }) => {
     bus,
     log,
     sweep: (repo, baseBranch) => sweep(repo, baseBranch, overrides, config.SWEEP_TIMEOUT_MS),
+    headOf: remoteHead,
     ...(endpoints.length
       ? {
           llm: {

@@ -13,6 +13,8 @@ export interface ReconcilerDeps {
   bus: Bus;
   log: Logger;
   sweep: (repo: string, baseBranch: string) => Promise<SweepResult>;
+  /** Current head of the base branch; a red result for an older sha is stale and files no fix tasks. */
+  headOf: (repo: string, baseBranch: string) => Promise<string | undefined>;
   /** Model for fix tasks; without one, red sweeps only report health. */
   llm?: { client: ChatClient; systemPrompt: string };
   timer: SweepTimerPolicy;
@@ -32,7 +34,8 @@ interface RunTarget {
  * follow-up sweep). After every sweep it schedules the next timer sweep (60 s while red, 300 s after 3 greens
  * in a row), publishes one `health.swept` per sweep (and one per explicit request id), and on red asks the
  * model for ≤ 5 fix tasks, published as `fix.requested` with the failure signature, at most once per
- * signature per `refileAfterMs` (the planner drops duplicates while a fix is in flight).
+ * signature per `refileAfterMs` (the planner drops duplicates while a fix is in flight). A red result whose
+ * sha is no longer the head of the base branch is stale: it is reported but files no fix tasks.
  */
 export function createReconciler(deps: ReconcilerDeps) {
   const runs = new Map<string, RunTarget>();
@@ -75,6 +78,12 @@ export function createReconciler(deps: ReconcilerDeps) {
 
   async function fileFixes(runId: string, t: RunTarget, r: SweepResult): Promise<void> {
     if (!deps.llm) return;
+    const head = await deps.headOf(t.repo, t.baseBranch);
+    if (head !== r.sha) {
+      // Stale: main moved during the sweep; the follow-up sweep of the new head decides.
+      deps.log.info({ runId, swept: r.sha, head }, "red result is stale; no fix tasks filed");
+      return;
+    }
     const signature = failureSignature(r.checks, r.conflictFiles);
     const key = `${runId}.${signature}`;
     const last = asked.get(key);

