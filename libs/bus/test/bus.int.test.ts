@@ -80,6 +80,10 @@ describe("bus", () => {
   it("acks on success, redelivers on a retryable error, terminates bad payloads with an error event", async () => {
     const seen: string[] = [];
     let failedOnce = false;
+    let retried!: () => void;
+    const retriedSeen = new Promise<void>((r) => {
+      retried = r;
+    });
     const rejected = bus.nc.subscribe(Subjects.event("run-1", "error.rejected"), { max: 1 });
     const consumption = await bus.consume(
       Consumers.merger,
@@ -90,6 +94,7 @@ describe("bus", () => {
           throw new RetryableError("transient", { delayMs: 100 });
         }
         seen.push(env.data.taskId);
+        if (env.data.taskId === "t-retry") retried();
       },
       { concurrency: 2 },
     );
@@ -98,8 +103,7 @@ describe("bus", () => {
     for await (const m of rejected) {
       expect(m.json<{ data: { reason: string } }>().data.reason).toMatch(/bad envelope/);
     }
-    const deadline = Date.now() + 10_000;
-    while (!seen.includes("t-retry") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await retriedSeen;
     await consumption.stop();
     expect(failedOnce).toBe(true);
     expect(seen).toContain("t-retry");
