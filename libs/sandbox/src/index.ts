@@ -5,6 +5,6 @@
  */
 export { type ConflictFixSetup, ConflictSetupError, prepareConflictFix } from "./conflict.ts";
 export { failedHandoff } from "./failed-handoff.ts";
-export { createLocalSandboxProvider, type LocalSandboxOptions } from "./local.ts";
+export { createLocalSandboxProvider, type LocalSandboxOptions, reapOrphanSandboxes } from "./local.ts";
 export { SANDBOX_ENV_ALLOWLIST, sandboxEnv, workerDeadlineMs } from "./policy.ts";
 export type { SandboxLlm, SandboxProvider, SandboxResult, SandboxRunOptions } from "./provider.ts";

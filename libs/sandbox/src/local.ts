@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { createInterface } from "node:readline";
@@ -33,6 +33,12 @@ export interface LocalSandboxOptions {
   workerCommand?: string;
   /** Time between SIGTERM and SIGKILL when terminating a sandbox, in ms; default 5000. */
   killGraceMs?: number;
+  /**
+   * Directory recording live sandboxes (`<sandboxId>.json`: process group and directory), so that a
+   * provider restarted after a crash can reap the sandboxes its predecessor left running
+   * ({@link reapOrphanSandboxes}). Default: no registry.
+   */
+  registryDir?: string;
 }
 
 /**
@@ -109,8 +115,16 @@ async function runLocal(
       stdio: ["ignore", "pipe", "pipe"],
     });
     log.info({ pid: child.pid, timeoutMs: opts.timeoutMs }, "sandbox started");
+    if (options.registryDir && child.pid) {
+      await mkdir(options.registryDir, { recursive: true });
+      await writeFile(
+        join(options.registryDir, `${sandboxId}.json`),
+        JSON.stringify({ pgid: child.pid, dir }),
+      );
+    }
     return await supervise(child, task, opts, options.killGraceMs ?? 5_000, log, sandboxId, startedAt);
   } finally {
+    if (options.registryDir) await rm(join(options.registryDir, `${sandboxId}.json`), { force: true });
     await rm(dir, { recursive: true, force: true });
     log.info({ durationMs: Date.now() - startedAt }, "sandbox removed");
   }
@@ -237,4 +251,37 @@ function parseLine(text: string): WorkerLine | undefined {
 
 function redactKey(text: string, key: string | undefined): string {
   return key && key.length >= 4 ? text.split(key).join("[redacted]") : text;
+}
+
+/**
+ * Kills every sandbox recorded in `registryDir` (SIGKILL to its process group) and removes its directory and
+ * record. Call it when a provider starts: after a crash of its process, the detached sandboxes it started
+ * would otherwise keep running (and pushing) next to the redelivered attempts. Returns how many were reaped.
+ */
+export async function reapOrphanSandboxes(registryDir: string): Promise<number> {
+  let names: string[];
+  try {
+    names = (await readdir(registryDir)).filter((n) => n.endsWith(".json"));
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    const path = join(registryDir, name);
+    try {
+      const rec = JSON.parse(await readFile(path, "utf8")) as { pgid?: number; dir?: string };
+      if (typeof rec.pgid === "number" && rec.pgid > 1) {
+        try {
+          process.kill(-rec.pgid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      if (typeof rec.dir === "string" && basename(rec.dir).startsWith("longshot-sandbox-")) {
+        await rm(rec.dir, { recursive: true, force: true });
+      }
+    } finally {
+      await rm(path, { force: true });
+    }
+  }
+  return names.length;
 }

@@ -1,7 +1,9 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { envelopeDecoder, runService } from "@longshot/bus";
 import { llmEndpoints } from "@longshot/config";
 import { Consumers, TaskMessage } from "@longshot/contracts";
-import { createLocalSandboxProvider } from "@longshot/sandbox";
+import { createLocalSandboxProvider, reapOrphanSandboxes } from "@longshot/sandbox";
 import { Scheduler } from "./domain/scheduler.ts";
 import { createTaskHandler } from "./handlers/task.ts";
 
@@ -10,7 +12,16 @@ const root = new URL("../../../", import.meta.url).pathname;
 runService("dispatcher", async ({ config, log, bus }) => {
   const endpoint = llmEndpoints(config)[0];
   if (!endpoint) throw new Error("no model endpoint configured: set LLM_BASE_URL or LLM_ENDPOINTS");
+  // Sandboxes a crashed predecessor left running are killed before their tasks are redelivered.
+  const registryDir = join(
+    config.LONGSHOT_STATE_DIR ?? join(homedir(), ".longshot"),
+    "dispatcher",
+    "sandboxes",
+  );
+  const reaped = await reapOrphanSandboxes(registryDir);
+  if (reaped) log.warn({ reaped }, "reaped sandboxes left by a previous dispatcher");
   const provider = createLocalSandboxProvider({
+    registryDir,
     workerEntry: `${root}services/worker/src/main.ts`,
     systemPromptPath: `${root}prompts/worker.md`,
     log,
