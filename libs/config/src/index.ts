@@ -1,4 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
 import { parseEnv } from "node:util";
 import { z } from "zod";
 
@@ -142,4 +144,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
 /** Every secret value in the configuration, for log redaction by value. */
 export function configSecrets(cfg: LongshotEnv): string[] {
   return [cfg.LLM_API_KEY, ...(cfg.LLM_ENDPOINTS ?? []).map((e) => e.apiKey)].filter((s): s is string => !!s);
+}
+
+/** Where services keep working state (clones, sandbox registry): `LONGSHOT_STATE_DIR`, default `~/.longshot`. */
+export function stateDir(cfg: LongshotEnv): string {
+  return cfg.LONGSHOT_STATE_DIR ?? join(homedir(), ".longshot");
 }

@@ -38,3 +38,4 @@ export {
   recentCommits,
   type TargetRepoKind,
 } from "./repo.ts";
+export { createRepoReader, type RepoReader, type RepoSnapshot, remoteBranchHead } from "./snapshot.ts";

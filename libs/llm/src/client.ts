@@ -1,3 +1,4 @@
+import { type LongshotEnv, llmEndpoints } from "@longshot/config";
 import OpenAI from "openai";
 import type { ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import type { z } from "zod";
@@ -127,4 +128,23 @@ export class ChatClient {
     }
     throw new ModelOutputError(`model output invalid after one repair: ${problem}`);
   }
+}
+
+/**
+ * The chat client of a service, from its configuration: every endpoint of `LLM_ENDPOINTS` (or
+ * `LLM_BASE_URL`/`LLM_API_KEY`), `LLM_MODEL`, `LLM_TIMEOUT_MS`, `LLM_MAX_TOKENS`.
+ * @throws Error when no endpoint is configured.
+ */
+export function chatClientFromConfig(cfg: LongshotEnv): ChatClient {
+  return new ChatClient({
+    endpoints: llmEndpoints(cfg).map((e) => ({
+      name: e.name,
+      baseUrl: e.endpoint,
+      apiKey: e.apiKey,
+      weight: e.weight,
+    })),
+    model: cfg.LLM_MODEL,
+    timeoutMs: cfg.LLM_TIMEOUT_MS,
+    maxTokens: cfg.LLM_MAX_TOKENS,
+  });
 }

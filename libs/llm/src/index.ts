@@ -3,6 +3,7 @@ export {
   type ChatClientOptions,
   type ChatEndpoint,
   type ChatMessage,
+  chatClientFromConfig,
   ModelOutputError,
   type Usage,
 } from "./client.ts";

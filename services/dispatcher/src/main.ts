@@ -1,7 +1,6 @@
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { envelopeDecoder, runService } from "@longshot/bus";
-import { llmEndpoints } from "@longshot/config";
+import { llmEndpoints, stateDir } from "@longshot/config";
 import { Consumers, TaskMessage } from "@longshot/contracts";
 import { createLocalSandboxProvider, reapOrphanSandboxes } from "@longshot/sandbox";
 import { Scheduler } from "./domain/scheduler.ts";
@@ -13,11 +12,7 @@ runService("dispatcher", async ({ config, log, bus }) => {
   const endpoint = llmEndpoints(config)[0];
   if (!endpoint) throw new Error("no model endpoint configured: set LLM_BASE_URL or LLM_ENDPOINTS");
   // Sandboxes a crashed predecessor left running are killed before their tasks are redelivered.
-  const registryDir = join(
-    config.LONGSHOT_STATE_DIR ?? join(homedir(), ".longshot"),
-    "dispatcher",
-    "sandboxes",
-  );
+  const registryDir = join(stateDir(config), "dispatcher", "sandboxes");
   const reaped = await reapOrphanSandboxes(registryDir);
   if (reaped) log.warn({ reaped }, "reaped sandboxes left by a previous dispatcher");
   const provider = createLocalSandboxProvider({

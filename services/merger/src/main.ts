@@ -1,6 +1,5 @@
-import { homedir } from "node:os";
-import { join } from "node:path";
 import { envelopeDecoder, runService } from "@longshot/bus";
+import { stateDir } from "@longshot/config";
 import { Buckets, Consumers, HandoffMessage } from "@longshot/contracts";
 import { createMergeRunner } from "./adapters/merge-runner.ts";
 import type { MergedRecordStore } from "./adapters/merged-records.ts";
@@ -18,7 +17,7 @@ runService("merger", async ({ config, log, bus }) => {
     },
   };
   const runner = createMergeRunner({
-    stateDir: config.LONGSHOT_STATE_DIR ?? join(homedir(), ".longshot"),
+    stateDir: stateDir(config),
     strategy: config.MERGE_STRATEGY,
     log,
     records,

@@ -1,33 +1,21 @@
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { envelopeDecoder, eventDecoder, runService } from "@longshot/bus";
-import { llmEndpoints } from "@longshot/config";
+import { stateDir } from "@longshot/config";
 import { Consumers, HandoffMessage } from "@longshot/contracts";
-import { ChatClient } from "@longshot/llm";
-import { createRepoReader } from "./adapters/repo.ts";
+import { createRepoReader } from "@longshot/git";
+import { chatClientFromConfig } from "@longshot/llm";
 import { createRequestHandler, decodeRequest } from "./handlers/request.ts";
 import { createPlanner } from "./planner.ts";
 
 const promptsDir = new URL("../../../prompts/", import.meta.url).pathname;
 
 runService("planner", async ({ config, log, bus }) => {
-  const stateDir = config.LONGSHOT_STATE_DIR ?? join(homedir(), ".longshot");
-  const llm = new ChatClient({
-    endpoints: llmEndpoints(config).map((e) => ({
-      name: e.name,
-      baseUrl: e.endpoint,
-      apiKey: e.apiKey,
-      weight: e.weight,
-    })),
-    model: config.LLM_MODEL,
-    timeoutMs: config.LLM_TIMEOUT_MS,
-    maxTokens: config.LLM_MAX_TOKENS,
-  });
+  const llm = chatClientFromConfig(config);
   const planner = createPlanner({
     bus,
     log,
     llm,
-    repo: createRepoReader(stateDir),
+    repo: createRepoReader(join(stateDir(config), "planner")),
     systemPromptPath: join(promptsDir, "root-planner.md"),
     policy: {
       branchPrefix: config.GIT_BRANCH_PREFIX,

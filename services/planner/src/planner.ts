@@ -8,10 +8,10 @@ import {
   TaskMessage,
   taskQueue,
 } from "@longshot/contracts";
+import type { RepoReader } from "@longshot/git";
 import type { ChatClient } from "@longshot/llm";
 import type { Logger } from "@longshot/log";
 import type { KV } from "@nats-io/kv";
-import type { RepoReader } from "./adapters/repo.ts";
 import { followUpMessage, initialMessage } from "./domain/messages.ts";
 import {
   applyFinalRequest,

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { eventDecoder, runService } from "@longshot/bus";
 import { llmEndpoints } from "@longshot/config";
 import { Consumers, runIdOfEventSubject, Subjects } from "@longshot/contracts";
-import { ChatClient } from "@longshot/llm";
+import { chatClientFromConfig } from "@longshot/llm";
 import { remoteHead, sweep } from "./adapters/sweep.ts";
 import { createReconciler } from "./reconciler.ts";
 
@@ -24,17 +24,7 @@ runService("reconciler", async ({ config, log, bus }) => {
     ...(endpoints.length
       ? {
           llm: {
-            client: new ChatClient({
-              endpoints: endpoints.map((e) => ({
-                name: e.name,
-                baseUrl: e.endpoint,
-                apiKey: e.apiKey,
-                weight: e.weight,
-              })),
-              model: config.LLM_MODEL,
-              timeoutMs: config.LLM_TIMEOUT_MS,
-              maxTokens: config.LLM_MAX_TOKENS,
-            }),
+            client: chatClientFromConfig(config),
             systemPrompt: await readFile(promptPath, "utf8"),
           },
         }

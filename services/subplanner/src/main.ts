@@ -1,9 +1,8 @@
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { envelopeDecoder, eventDecoder, runService } from "@longshot/bus";
-import { llmEndpoints } from "@longshot/config";
+import { stateDir } from "@longshot/config";
 import { Consumers, HandoffMessage, TaskMessage } from "@longshot/contracts";
-import { ChatClient } from "@longshot/llm";
+import { chatClientFromConfig } from "@longshot/llm";
 import { createRepoReader } from "./adapters/repo.ts";
 import type { MergeOutcome } from "./domain/decomposition.ts";
 import { createSubplanner } from "./subplanner.ts";
@@ -11,23 +10,12 @@ import { createSubplanner } from "./subplanner.ts";
 const promptsDir = new URL("../../../prompts/", import.meta.url).pathname;
 
 runService("subplanner", async ({ config, log, bus }) => {
-  const stateDir = config.LONGSHOT_STATE_DIR ?? join(homedir(), ".longshot");
-  const llm = new ChatClient({
-    endpoints: llmEndpoints(config).map((e) => ({
-      name: e.name,
-      baseUrl: e.endpoint,
-      apiKey: e.apiKey,
-      weight: e.weight,
-    })),
-    model: config.LLM_MODEL,
-    timeoutMs: config.LLM_TIMEOUT_MS,
-    maxTokens: config.LLM_MAX_TOKENS,
-  });
+  const llm = chatClientFromConfig(config);
   const subplanner = createSubplanner({
     bus,
     log,
     llm,
-    repo: createRepoReader(stateDir),
+    repo: createRepoReader(stateDir(config)),
     systemPromptPath: join(promptsDir, "subplanner.md"),
     branchPrefix: config.GIT_BRANCH_PREFIX,
   });

@@ -1,12 +1,7 @@
+import type { RepoSnapshot } from "@longshot/git";
 import { activeTasks, type RunState } from "./run.ts";
 
-/** What the planner reads from the target repository (base branch) before each plan. */
-export interface RepoSnapshot {
-  head: string;
-  files: string[];
-  commits: { sha: string; subject: string; author: string }[];
-  docs: { spec?: string; features?: string; agents?: string; decisions?: string };
-}
+export type { RepoSnapshot } from "@longshot/git";
 
 const cap = (s: string | undefined, n: number) =>
   s === undefined

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { SweepCheck } from "@longshot/contracts";
-import { cloneRepo, findConflictMarkers, headSha } from "@longshot/git";
+import { cloneRepo, findConflictMarkers, headSha, remoteBranchHead } from "@longshot/git";
 import { type CheckOverrides, type PlannedCheck, planChecks } from "../domain/checks.ts";
 
 /** Result of one sweep of a base branch. */
@@ -127,26 +127,8 @@ export async function sweep(
   }
 }
 
-/**
- * The current head of `baseBranch` in `repo` (`git ls-remote`, 30 s timeout), or undefined when it cannot be
- * read. Used to discard stale sweep results: a red result for a sha that is no longer the head files no fixes.
- */
+/** The current head of `baseBranch` in `repo`, or undefined when it cannot be read (stale-result check). */
 export async function remoteHead(repo: string, baseBranch: string): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const child = spawn("git", ["ls-remote", "--heads", "--", repo, baseBranch], {
-      env: { ...checkEnv(), GIT_TERMINAL_PROMPT: "0" },
-      stdio: ["ignore", "pipe", "ignore"],
-    });
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => {
-      out += d.toString();
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      const sha = out.split(/\s+/)[0];
-      resolve(code === 0 && sha ? sha : undefined);
-    });
-    child.on("error", () => resolve(undefined));
-  });
+  const r = await remoteBranchHead(repo, baseBranch);
+  return r.ok ? r.sha : undefined;
 }
