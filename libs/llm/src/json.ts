@@ -1,16 +1,17 @@
 /**
  * Tolerant extraction of a JSON value from model output: a fenced ```json block (the last one), else the
- * outermost balanced `{…}` or `[…]`, else the whole text. Returns `{ ok: false, error }` instead of throwing.
+ * whole text, else the outermost balanced `{…}` or `[…]` (whichever opens first). Returns `{ ok: false, error }` instead of throwing.
  */
 export function extractJson(text: string): { ok: true; value: unknown } | { ok: false; error: string } {
   const candidates: string[] = [];
   const fences = [...text.matchAll(/```(?:json|JSON)?\s*\n([\s\S]*?)```/g)];
   for (let i = fences.length - 1; i >= 0; i--) candidates.push(fences[i]![1]!);
-  const obj = outermost(text, "{", "}");
-  if (obj) candidates.push(obj);
-  const arr = outermost(text, "[", "]");
-  if (arr) candidates.push(arr);
   candidates.push(text.trim());
+  // The outermost value is whichever bracket opens first: `[{"a":1}]` is an array, not its first object.
+  const obj = outermost(text, "{", "}");
+  const arr = outermost(text, "[", "]");
+  const objFirst = text.indexOf("{") >= 0 && (text.indexOf("[") < 0 || text.indexOf("{") < text.indexOf("["));
+  for (const c of objFirst ? [obj, arr] : [arr, obj]) if (c) candidates.push(c);
   let firstError = "no JSON found";
   for (const c of candidates) {
     try {

@@ -12,6 +12,10 @@ describe("extractJson", () => {
       value: { s: "x}y{", n: [1, 2] },
     });
   });
+  it("given a bare array of objects, then the array is returned, not its first object", () => {
+    expect(extractJson('[{"a":1},{"b":2}]')).toEqual({ ok: true, value: [{ a: 1 }, { b: 2 }] });
+    expect(extractJson('Fix tasks: [{"a":1}] as requested')).toEqual({ ok: true, value: [{ a: 1 }] });
+  });
   it("given a bare array, then it is parsed", () => {
     expect(extractJson("[1,2,3]")).toEqual({ ok: true, value: [1, 2, 3] });
   });

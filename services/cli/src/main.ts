@@ -121,6 +121,9 @@ const program = new Command()
     },
   );
 
+/** The demo's LLM_MODEL_FALLBACK: the model retries of failed or blocked tasks run on. */
+const DEMO_FALLBACK_MODEL = "sim-fallback";
+
 program
   .command("demo")
   .description("build the example todo API with the offline model (sim-llm) on an embedded cluster")
@@ -134,7 +137,13 @@ program
       process.exitCode = await submit(
         { prompt: DEMO_REQUEST, repo },
         {
-          env: { LLM_BASE_URL: sim.url, LLM_API_KEY: apiKey, LLM_MODEL: sim.model },
+          env: {
+            LLM_BASE_URL: sim.url,
+            LLM_API_KEY: apiKey,
+            LLM_MODEL: sim.model,
+            // Retries of failed/blocked tasks go to a second model (sim-llm answers any model name).
+            LLM_MODEL_FALLBACK: DEMO_FALLBACK_MODEL,
+          },
           stateDir: join(demoDir, "state"),
         },
       );

@@ -65,6 +65,9 @@ runService("planner", async ({ config, log, bus }) => {
     bus.consume(Consumers.plannerHealth, eventDecoder("health.swept"), (env) =>
       planner.onSweep(env.runId, env.data),
     ),
+    bus.consume(Consumers.plannerFixes, eventDecoder("fix.requested"), (env) =>
+      planner.onFixRequest(env.runId, env.data),
+    ),
   ]);
   return async () => {
     await Promise.all(consumptions.map((c) => c.stop()));

@@ -38,6 +38,24 @@ describe("failureSignature", () => {
     expect(failureSignature(a, [])).not.toBe(failureSignature(a, ["src/app.ts"]));
   });
 
+  it("given more passing tests in the output (later merges), then the signature stays the same", () => {
+    const before = [
+      check(
+        "test",
+        false,
+        "✔ a (1ms)\n✖ login rejects bad email\nAssertionError: expected 400\nℹ pass 3\nℹ fail 1",
+      ),
+    ];
+    const after = [
+      check(
+        "test",
+        false,
+        "✔ a (1ms)\n✔ b (2ms)\n✔ c (1ms)\n✖ login rejects bad email\nAssertionError: expected 400\nℹ pass 5\nℹ fail 1",
+      ),
+    ];
+    expect(failureSignature(before, [])).toBe(failureSignature(after, []));
+  });
+
   it("ignores passing checks", () => {
     const failing = check("test", false, "✖ adds");
     expect(failureSignature([failing, check("build", true, "ok 123")], [])).toBe(

@@ -20,6 +20,19 @@ export function normalizeOutput(text: string): string {
     .trim();
 }
 
+const FAILURE_LINE = /fail|error|✖|not ok|assert|expected|exception|cannot|unable|missing/i;
+
+/**
+ * The lines of a check's output that describe the failure (errors, failing tests, assertions), so that
+ * passing tests added by later merges do not change the signature. All lines when none look like one.
+ */
+export function failureLines(normalized: string): string {
+  const lines = normalized
+    .split("\n")
+    .filter((l) => FAILURE_LINE.test(l) && !/^\S*\s*(fail|errors?)\s*<n>$/i.test(l.trim()));
+  return (lines.length ? lines : normalized.split("\n")).join("\n");
+}
+
 /**
  * The failure signature of a red sweep: a short hash of which checks failed and their normalized output
  * (plus conflicted files). Independent of the sha, so the same breakage keeps one signature while it lasts;
@@ -28,7 +41,7 @@ export function normalizeOutput(text: string): string {
 export function failureSignature(checks: readonly SweepCheck[], conflictFiles: readonly string[]): string {
   const failing = checks
     .filter((c) => !c.ok)
-    .map((c) => `${c.name}\n${normalizeOutput(c.output)}`)
+    .map((c) => `${c.name}\n${failureLines(normalizeOutput(c.output))}`)
     .sort();
   const material = [...failing, ...[...conflictFiles].sort().map((f) => `conflict:${f}`)].join("\n---\n");
   return createHash("sha1").update(material).digest("hex").slice(0, 16);
