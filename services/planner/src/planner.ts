@@ -12,7 +12,7 @@ import type { RepoReader } from "@longshot/git";
 import type { ChatClient } from "@longshot/llm";
 import type { Logger } from "@longshot/log";
 import type { KV } from "@nats-io/kv";
-import { followUpMessage, initialMessage } from "./domain/messages.ts";
+import { followUpMessage, initialMessage, seenState } from "./domain/messages.ts";
 import {
   applyFinalRequest,
   applyFinalResult,
@@ -214,7 +214,7 @@ export function createPlanner(deps: PlannerDeps) {
             ...next,
             pendingReports: st.pendingReports.filter((id) => !reported.has(id)),
             handoffsSinceReplan: Math.max(0, st.handoffsSinceReplan - handoffsAtStart),
-            lastSeen: { head: snapshot.head, files: snapshot.files },
+            lastSeen: seenState(snapshot),
           };
           if (next.iteration >= deps.maxIterations) next.planningDone = true;
           return next;

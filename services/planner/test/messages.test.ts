@@ -1,6 +1,6 @@
 import { type AcceptedRun, emptyMetrics, type Handoff, type HandoffStatus } from "@longshot/contracts";
 import { describe, expect, it } from "vitest";
-import { followUpMessage, initialMessage, type RepoSnapshot } from "../src/domain/messages.ts";
+import { followUpMessage, initialMessage, type RepoSnapshot, seenState } from "../src/domain/messages.ts";
 import {
   applyHandoff as applyHandoffWith,
   applyMerge as applyMergeWith,
@@ -105,44 +105,39 @@ describe("initialMessage", () => {
   });
 });
 
-describe("followUpMessage", () => {
-  /**
-   * A run after one plan: `old-task` was handed off, merged and already reported; `users` merged,
-   * `sessions` conflicted, `docs` handed off with its merge pending (all three not yet reported);
-   * `api` is still running.
-   */
-  function afterHandoffs(): RunState {
-    let s = initialRunState(RUN, 0);
-    s = applyPlan(
+/**
+ * A run after one plan: `old-task` was handed off, merged and already reported; `users` merged,
+ * `sessions` conflicted, `docs` handed off with its merge pending (all three not yet reported);
+ * `api` is still running.
+ */
+function afterHandoffs(): RunState {
+  let s = initialRunState(RUN, 0);
+  s = applyPlan(
+    s,
+    [],
+    buildTasks(
       s,
-      [],
-      buildTasks(
-        s,
-        ["old-task", "users", "sessions", "docs", "api"].map((id) => ({
-          id,
-          description: `build the ${id} part`,
-        })),
-        { branchPrefix: "worker/" },
-      ).tasks,
-      0,
-    );
-    s = applyMerge(applyHandoff(s, handoff(s, "old-task", "complete", "old work")), "old-task", "merged", "");
-    s = { ...s, pendingReports: [] };
-    s = applyMerge(
-      applyHandoff(s, handoff(s, "users", "complete", "users store done")),
-      "users",
-      "merged",
-      "",
-    );
-    s = applyHandoff(s, handoff(s, "sessions", "partial", "sessions mostly done"));
-    s = applyMerge(s, "sessions", "conflict", "conflict in src/index.ts");
-    s = applyHandoff(s, handoff(s, "docs", "complete", "x".repeat(400)));
-    return {
-      ...s,
-      lastSweep: { sha: "bbbbbbbbbbbbbbbb", green: false, summary: "red: test" },
-    };
-  }
+      ["old-task", "users", "sessions", "docs", "api"].map((id) => ({
+        id,
+        description: `build the ${id} part`,
+      })),
+      { branchPrefix: "worker/" },
+    ).tasks,
+    0,
+  );
+  s = applyMerge(applyHandoff(s, handoff(s, "old-task", "complete", "old work")), "old-task", "merged", "");
+  s = { ...s, pendingReports: [] };
+  s = applyMerge(applyHandoff(s, handoff(s, "users", "complete", "users store done")), "users", "merged", "");
+  s = applyHandoff(s, handoff(s, "sessions", "partial", "sessions mostly done"));
+  s = applyMerge(s, "sessions", "conflict", "conflict in src/index.ts");
+  s = applyHandoff(s, handoff(s, "docs", "complete", "x".repeat(400)));
+  return {
+    ...s,
+    lastSweep: { sha: "bbbbbbbbbbbbbbbb", green: false, summary: "red: test" },
+  };
+}
 
+describe("followUpMessage", () => {
   it("given new handoffs, then each is reported with its merge outcome; already reported ones are not", () => {
     const msg = followUpMessage(afterHandoffs(), snapshot(), { files: [], head: "" });
     expect(msg).toContain("# Update (iteration 2)");
@@ -217,7 +212,34 @@ describe("followUpMessage", () => {
     expect(sectionOf(msg, "New handoffs").trim()).toBe("none");
     expect(sectionOf(msg, "Active tasks").trim()).toBe("none");
     expect(sectionOf(msg, "New commits").trim()).toBe("none");
-    expect(sectionOf(msg, "Health").trim()).toBe("No sweep yet.");
+    expect(sectionOf(msg, "Health").trim()).toBe(
+      "No sweep yet.\nMerge queue: 0 merged, 0 conflicts, 0 failed, 0 skipped, 0 waiting.",
+    );
     expect(sectionOf(msg, "File tree changes")).toContain("\nadded: none\nremoved: none\n");
+  });
+});
+
+describe("followUpMessage deltas of FEATURES.json / DECISIONS.md and merge-queue health", () => {
+  const docs = { features: '[{"id":"a"}]', decisions: "# Decisions\n- use node:http" };
+  const seen = seenState(snapshot({ docs }));
+
+  it("given the documents unchanged since the model saw them, then they are not re-sent", () => {
+    const msg = followUpMessage(afterHandoffs(), snapshot({ docs }), seen);
+    expect(msg).not.toContain("FEATURES.json (changed)");
+    expect(msg).not.toContain("DECISIONS.md (changed)");
+  });
+
+  it("given FEATURES.json changed, then only it is re-sent, in full", () => {
+    const features = '[{"id":"a"},{"id":"b","description":"new"}]';
+    const msg = followUpMessage(afterHandoffs(), snapshot({ docs: { ...docs, features } }), seen);
+    expect(sectionOf(msg, "FEATURES.json (changed)")).toContain('"id":"b"');
+    expect(msg).not.toContain("DECISIONS.md (changed)");
+  });
+
+  it("reports the merge queue's health with counts and success rate", () => {
+    const health = sectionOf(followUpMessage(afterHandoffs(), snapshot(), seen), "Health");
+    expect(health).toMatch(
+      /Merge queue: \d+ merged, \d+ conflicts, \d+ failed, \d+ skipped, \d+ waiting; success rate \d+%\./,
+    );
   });
 });

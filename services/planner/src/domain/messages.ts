@@ -1,7 +1,30 @@
+import { createHash } from "node:crypto";
 import type { RepoSnapshot } from "@longshot/git";
 import { activeTasks, type RunState } from "./run.ts";
 
 export type { RepoSnapshot } from "@longshot/git";
+
+/** What the model saw last: base head, file tree, and hashes of FEATURES.json / DECISIONS.md. */
+export interface SeenState {
+  head: string;
+  files: string[];
+  docHashes?: { features?: string; decisions?: string };
+}
+
+/** Short content hash of a document (sha1, 16 hex chars). */
+export function docHash(text: string | undefined): string | undefined {
+  return text === undefined ? undefined : createHash("sha1").update(text).digest("hex").slice(0, 16);
+}
+
+/** The {@link SeenState} after the model has been shown `repo`. */
+export function seenState(repo: RepoSnapshot): SeenState {
+  const docHashes: NonNullable<SeenState["docHashes"]> = {};
+  const f = docHash(repo.docs.features);
+  const d = docHash(repo.docs.decisions);
+  if (f) docHashes.features = f;
+  if (d) docHashes.decisions = d;
+  return { head: repo.head, files: repo.files, docHashes };
+}
 
 const cap = (s: string | undefined, n: number) =>
   s === undefined
@@ -39,11 +62,7 @@ export function initialMessage(s: RunState, repo: RepoSnapshot): string {
  * A follow-up message: only what changed since the last plan — new handoffs (summary ≤ 300 chars,
  * ≤ 30 files), merge outcomes, tasks still active, the last sweep of the base branch, new commits and files.
  */
-export function followUpMessage(
-  s: RunState,
-  repo: RepoSnapshot,
-  prev: { files: string[]; head: string },
-): string {
+export function followUpMessage(s: RunState, repo: RepoSnapshot, prev: SeenState): string {
   const reports = s.pendingReports.map((id) => {
     const r = s.tasks[id]!;
     const h = r.handoff!;
@@ -68,9 +87,18 @@ export function followUpMessage(
     if (c.sha === prev.head) break;
     newCommits.push(c);
   }
-  const health = s.lastSweep
+  const sweep = s.lastSweep
     ? `Last sweep of ${s.run.baseBranch} at ${s.lastSweep.sha.slice(0, 8)}: ${s.lastSweep.summary}`
     : "No sweep yet.";
+  const recs = s.order.map((id) => s.tasks[id]!);
+  const count = (o: string) => recs.filter((r) => r.merge === o).length;
+  const decided = recs.filter((r) => r.merge).length;
+  const queue = `Merge queue: ${count("merged")} merged, ${count("conflict")} conflicts, ${count("failed")} failed, ${count("skipped")} skipped, ${recs.filter((r) => r.handoff && !r.merge).length} waiting${decided ? `; success rate ${Math.round((100 * count("merged")) / decided)}%` : ""}.`;
+  const health = `${sweep}\n${queue}`;
+  // FEATURES.json and DECISIONS.md only when they changed since the model last saw them.
+  const changedDocs = (["features", "decisions"] as const).filter(
+    (k) => repo.docs[k] !== undefined && docHash(repo.docs[k]) !== prev.docHashes?.[k],
+  );
   return [
     `# Update (iteration ${s.iteration + 1})`,
     section("New handoffs", reports.length ? reports.join("\n\n") : "none"),
@@ -80,6 +108,12 @@ export function followUpMessage(
       health + (s.lastSweep && !s.lastSweep.green ? "\nEmit targeted fix tasks for the failures." : ""),
     ),
     section("New commits", newCommits.length ? commitLines(newCommits) : "none"),
+    ...changedDocs.map((k) =>
+      section(
+        `${k === "features" ? "FEATURES.json" : "DECISIONS.md"} (changed)`,
+        cap(repo.docs[k], k === "features" ? 20_000 : 10_000),
+      ),
+    ),
     section(
       "File tree changes",
       added.length + removed.length > 100

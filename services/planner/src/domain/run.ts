@@ -8,6 +8,7 @@ import {
   type Task,
 } from "@longshot/contracts";
 import { z } from "zod";
+import type { SeenState } from "./messages.ts";
 
 /** How a task's merge ended. `skipped`: nothing to merge (failed attempt or no changes). */
 export type MergeOutcome = "merged" | "conflict" | "skipped" | "failed";
@@ -98,7 +99,7 @@ export interface RunState {
   tokens: number;
   lastSweep?: SweepRecord;
   /** The base branch as the model last saw it (for file-tree and commit deltas). */
-  lastSeen?: { head: string; files: string[] };
+  lastSeen?: SeenState;
   final: FinalState;
   summary?: RunSummary;
   consecutiveErrors: number;
