@@ -63,8 +63,17 @@ export async function startNatsServer(
   await ready;
   child.stderr.removeAllListeners("data");
   child.stderr.resume();
-  const file = (await readdir(portsDir)).find((f) => f.endsWith(".ports"));
-  if (!file) throw new Error("nats-server wrote no ports file");
+  // The server may report ready a moment before it writes its ports file: wait for it (≤ 5 s).
+  let file: string | undefined;
+  for (const deadline = Date.now() + 5000; ; ) {
+    file = (await readdir(portsDir)).find((f) => f.endsWith(".ports"));
+    if (file || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  if (!file) {
+    child.kill("SIGKILL");
+    throw new Error("nats-server wrote no ports file within 5 s of starting");
+  }
   const ports = JSON.parse(await readFile(join(portsDir, file), "utf8")) as { nats: string[] };
   await rm(portsDir, { recursive: true, force: true });
   const url = ports.nats[0]!;

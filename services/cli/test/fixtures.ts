@@ -36,9 +36,9 @@ const FNS: Record<(typeof REGIONS)[number], { fn: string; test: string }> = {
   },
 };
 
-const worker = (region: (typeof REGIONS)[number]) => ({
-  name: `worker add-${region}`,
-  match: { system: "You are a worker", user: `## Task: add-${region}\n` },
+const worker = (region: (typeof REGIONS)[number], taskId = `add-${region}`) => ({
+  name: `worker ${taskId}`,
+  match: { system: "You are a worker", user: `## Task: ${taskId}\n` },
   turns: [
     {
       toolCalls: [
@@ -92,15 +92,73 @@ export function listScript(count: 2 | 3 = 2) {
           { content: JSON.stringify({ scratchpad: "done", tasks: [] }) },
         ],
       },
-      ...regions.map(worker),
+      ...regions.map((r) => worker(r)),
+    ],
+  };
+}
+
+/** The request prompt that makes the {@link clusterScript} planner plan one big (decomposed) task. */
+export const DECOMPOSED_PROMPT = "Add all list helpers in one task";
+
+/**
+ * The 3-task script plus a second scenario selected by the request prompt ({@link DECOMPOSED_PROMPT}): the
+ * planner plans ONE task with 4 scope files (so it goes to the subplanner), which splits it into three
+ * subtasks `add-all-sub-1..3`, one per region.
+ */
+export function clusterScript() {
+  const scope = ["src/list.ts", ...REGIONS.map((r) => `test/add-${r}.test.ts`)];
+  const base = listScript(3);
+  return {
+    model: base.model,
+    conversations: [
+      {
+        name: "planner (decomposed)",
+        match: { system: "You are the root planner", user: DECOMPOSED_PROMPT },
+        turns: [
+          {
+            content: JSON.stringify({
+              scratchpad: "one big task",
+              tasks: [
+                {
+                  id: "add-all",
+                  description: "Add first(), last() and second()",
+                  scope,
+                  acceptance: "tests pass",
+                  priority: 3,
+                },
+              ],
+            }),
+          },
+          { content: JSON.stringify({ scratchpad: "done", tasks: [] }) },
+        ],
+      },
+      {
+        name: "subplanner",
+        match: { system: "You are a subplanner" },
+        turns: [
+          {
+            content: JSON.stringify({
+              scratchpad: "one subtask per helper",
+              tasks: REGIONS.map((r) => ({
+                description: `Add ${r}()`,
+                scope: [`test/add-${r}.test.ts`],
+                acceptance: "tests pass",
+              })),
+            }),
+          },
+          { content: JSON.stringify({ scratchpad: "done", tasks: [] }) },
+        ],
+      },
+      ...REGIONS.map((r, i) => worker(r, `add-all-sub-${i + 1}`)),
+      ...base.conversations,
     ],
   };
 }
 
 /** Writes the script to `<dir>/script.json` and returns its path. */
-export async function writeScript(dir: string, count: 2 | 3 = 2): Promise<string> {
+export async function writeScript(dir: string, count: 2 | 3 | "cluster" = 2): Promise<string> {
   const path = join(dir, `script-${count}.json`);
-  await writeFile(path, JSON.stringify(listScript(count)));
+  await writeFile(path, JSON.stringify(count === "cluster" ? clusterScript() : listScript(count)));
   return path;
 }
 

@@ -7,7 +7,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedCluster, startEmbeddedCluster } from "../src/cluster.ts";
 import { type SimLlmProcess, startSimLlmProcess } from "../src/demo.ts";
-import { makeListRepo, writeScript } from "./fixtures.ts";
+import { DECOMPOSED_PROMPT, makeListRepo, writeScript } from "./fixtures.ts";
 
 const run = promisify(execFile);
 type Event = { id: string; type: string; taskId?: string; data: Record<string, unknown> };
@@ -21,7 +21,7 @@ const TASKS = ["add-first", "add-last", "add-second"];
 beforeAll(async () => {
   dir = await tempDir("longshot-restart-");
   const key = "sim-restart-secret-key-0123456789";
-  sim = await startSimLlmProcess(await writeScript(dir.path, 3), key);
+  sim = await startSimLlmProcess(await writeScript(dir.path, "cluster"), key);
   cluster = await startEmbeddedCluster({
     stateDir: join(dir.path, "state"),
     env: { LLM_BASE_URL: sim.url, LLM_API_KEY: key, LLM_MODEL: sim.model, MAX_WORKERS: "3" },
@@ -59,7 +59,12 @@ async function storedEvents(runId: string): Promise<Event[]> {
  * Starts a run on a fresh copy of the target, SIGKILLs `service` once `trigger` (its first piece of work)
  * is seen, lets the cluster restart it, and returns the run's completion and stored events.
  */
-async function runWithKill(service: string, trigger: string) {
+async function runWithKill(
+  service: string,
+  trigger: string,
+  prompt = "Add list helpers",
+  isTrigger = (e: Event) => e.type === trigger,
+) {
   const runId = `run-kill-${service}`;
   const repo = join(dir.path, `target-${service}`);
   await makeListRepo(repo);
@@ -68,7 +73,7 @@ async function runWithKill(service: string, trigger: string) {
   const done = (async () => {
     for await (const m of sub) {
       const e = m.json<Event>();
-      if (!killed && e.type === trigger) {
+      if (!killed && isTrigger(e)) {
         killed = true;
         process.kill(cluster.pids()[service]!, "SIGKILL");
       }
@@ -77,7 +82,7 @@ async function runWithKill(service: string, trigger: string) {
     throw new Error("subscription ended");
   })();
   const before = cluster.restarts()[service] ?? 0;
-  nc.publish("longshot.request", JSON.stringify({ runId, prompt: "Add list helpers", repo }));
+  nc.publish("longshot.request", JSON.stringify({ runId, prompt, repo }));
   const completed = await done;
   sub.unsubscribe();
   expect(killed).toBe(true);
@@ -86,22 +91,45 @@ async function runWithKill(service: string, trigger: string) {
 }
 
 /** The run is green, every task handed off and merged exactly once, each task's commit once on main. */
-async function expectExactlyOnce(result: Awaited<ReturnType<typeof runWithKill>>) {
-  expect(result.completed.data).toMatchObject({ status: "green", merged: TASKS.length });
+async function expectExactlyOnce(
+  result: Awaited<ReturnType<typeof runWithKill>>,
+  tasks = TASKS,
+  merged = TASKS.length,
+) {
+  expect(result.completed.data).toMatchObject({ status: "green", merged });
   for (const type of ["task.finished", "merge.merged"]) {
-    const perTask = TASKS.map(
+    const perTask = tasks.map(
       (t) => result.events.filter((e) => e.type === type && e.data.taskId === t).length,
     );
-    expect({ type, perTask }).toEqual({ type, perTask: TASKS.map(() => 1) });
+    expect({ type, perTask }).toEqual({ type, perTask: tasks.map(() => 1) });
   }
   const subjects = (await git(result.repo, "log", "--format=%s", "main")).split("\n");
-  for (const t of TASKS) expect(subjects.filter((s) => s.startsWith(`${t}:`))).toHaveLength(1);
+  for (const t of tasks) expect(subjects.filter((s) => s.startsWith(`${t}:`))).toHaveLength(1);
   await run(process.execPath, ["--test"], { cwd: result.repo }); // rejects if the merged main fails its tests
 }
 
 describe("a service killed with SIGKILL mid-run and restarted", () => {
   it("planner (after its first task is planned)", async () => {
     await expectExactlyOnce(await runWithKill("planner", "task.planned"));
+  });
+
+  it("subplanner (after it published its first subtask)", async () => {
+    const subtasks = ["add-all-sub-1", "add-all-sub-2", "add-all-sub-3"];
+    const result = await runWithKill(
+      "subplanner",
+      "task.planned",
+      DECOMPOSED_PROMPT,
+      (e) => e.type === "task.planned" && (e.data.task as { kind?: string }).kind === "subtask",
+    );
+    // The parent's one aggregate handoff is skipped by the merger (nothing to push); its subtasks merge.
+    await expectExactlyOnce(result, subtasks, 0);
+    expect(result.completed.data).toMatchObject({ decomposedTasks: 1, tasks: { total: 1, complete: 1 } });
+    expect(
+      result.events.filter((e) => e.type === "task.finished" && e.data.taskId === "add-all"),
+    ).toHaveLength(1);
+    expect(
+      result.events.filter((e) => e.type === "merge.skipped" && e.data.taskId === "add-all"),
+    ).toHaveLength(1);
   });
 
   it("dispatcher (after its first sandbox started)", async () => {
