@@ -50,7 +50,7 @@ const MAX_CONSECUTIVE_ERRORS = 10;
 
 /**
  * The planner core: one actor per active run. Every state change is serialized per run and persisted to the
- * `longshot-runs` KV bucket before the triggering message is acknowledged, so a restarted planner resumes
+ * `longshot-runs` KV bucket (compare-and-set on the revision) before the triggering message is acknowledged, so a restarted planner resumes
  * (conversation included) from KV.
  */
 export function createPlanner(deps: PlannerDeps) {
@@ -72,18 +72,42 @@ export function createPlanner(deps: PlannerDeps) {
     private waitTimer: NodeJS.Timeout | undefined;
     readonly log: Logger;
 
-    constructor(state: RunState) {
+    /** KV revision of `state` as last read or written (compare-and-set guard). */
+    private revision: number;
+
+    constructor(state: RunState, revision: number) {
       this.state = state;
+      this.revision = revision;
       this.log = deps.log.child({ runId: state.run.runId });
     }
 
-    /** Applies `fn` to the state (serialized) and persists it. */
+    /**
+     * Applies `fn` to the state (serialized) and persists it with compare-and-set on the KV revision. If
+     * another writer changed the run meanwhile (a second planner instance), the state is reloaded and `fn`
+     * applied to it once more; a second conflict throws (the triggering message is then redelivered).
+     */
     mutate(fn: (s: RunState) => RunState): Promise<void> {
       const p = this.chain.then(async () => {
-        const next = fn(this.state);
-        if (next === this.state) return;
-        this.state = next;
-        await (await kv()).put(next.run.runId, JSON.stringify(next));
+        const store = await kv();
+        for (let attempt = 0; ; attempt++) {
+          const next = fn(this.state);
+          if (next === this.state) return;
+          try {
+            this.revision = await store.update(next.run.runId, JSON.stringify(next), this.revision);
+            this.state = next;
+            return;
+          } catch (err) {
+            if (attempt > 0 || (err as { code?: number }).code !== 10071) throw err;
+            const fresh = await store.get(next.run.runId);
+            if (!fresh || fresh.operation !== "PUT") throw err;
+            this.log.warn(
+              { revision: this.revision, current: fresh.revision },
+              "run state changed elsewhere; reloaded",
+            );
+            this.state = fresh.json<RunState>();
+            this.revision = fresh.revision;
+          }
+        }
       });
       this.chain = p.catch(() => undefined);
       return p;
@@ -265,7 +289,7 @@ export function createPlanner(deps: PlannerDeps) {
     if (entry?.operation !== "PUT") return undefined;
     const state = entry.json<RunState>();
     if (state.phase === "completed") return undefined;
-    const actor = new RunActor(state);
+    const actor = new RunActor(state, entry.revision);
     actors.set(runId, actor);
     return actor;
   }
@@ -295,8 +319,8 @@ export function createPlanner(deps: PlannerDeps) {
       const state = initialRunState(run, Date.now());
       let actor: RunActor | undefined;
       try {
-        await store.create(run.runId, JSON.stringify(state));
-        actor = new RunActor(state);
+        const revision = await store.create(run.runId, JSON.stringify(state));
+        actor = new RunActor(state, revision);
         actors.set(run.runId, actor);
       } catch {
         // Already created: a redelivered request (perhaps after a crash before `run.accepted` went out).
