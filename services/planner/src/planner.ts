@@ -5,6 +5,7 @@ import {
   Buckets,
   type EventPayload,
   type Handoff,
+  HandoffMessage,
   TaskMessage,
   taskQueue,
 } from "@longshot/contracts";
@@ -19,10 +20,12 @@ import {
   applyFixRequest,
   applyHandoff,
   applyMerge,
+  applyMergeRetry,
   applyPlan,
   applySweep,
   buildTasks,
   decideFinalize,
+  handoffForRemerge,
   initialRunState,
   type MergeReport,
   needsPlan,
@@ -99,7 +102,7 @@ export function createPlanner(deps: PlannerDeps) {
           } catch (err) {
             if (attempt > 0 || (err as { code?: number }).code !== 10071) throw err;
             const fresh = await store.get(next.run.runId);
-            if (!fresh || fresh.operation !== "PUT") throw err;
+            if (fresh?.operation !== "PUT") throw err;
             this.log.warn(
               { revision: this.revision, current: fresh.revision },
               "run state changed elsewhere; reloaded",
@@ -187,6 +190,18 @@ export function createPlanner(deps: PlannerDeps) {
         );
         await this.mutate((st) => applyFinalRequest(st, d.requestId));
         this.log.info({ requestId: d.requestId }, "every task terminal: final sweep requested");
+      } else if (d.kind === "retry-merges") {
+        for (const taskId of d.taskIds) {
+          const h = handoffForRemerge(this.state, taskId);
+          if (!h) continue;
+          await deps.bus.publish(HandoffMessage, [s.run.runId], h, {
+            runId: s.run.runId,
+            taskId,
+            id: `handoff-${s.run.runId}-${taskId}-${h.task.attempt}-remerge`,
+          });
+        }
+        await this.mutate((st) => applyMergeRetry(st, d.taskIds));
+        this.log.info({ taskIds: d.taskIds }, "failed merges re-submitted once before the final sweep");
       } else if (d.kind === "complete") {
         await this.complete(d.summary);
       } else if (d.untilMs !== undefined) {

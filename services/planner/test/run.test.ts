@@ -5,10 +5,12 @@ import {
   applyFinalResult,
   applyFixRequest,
   applyHandoff as applyHandoffWith,
+  applyMergeRetry,
   applyMerge as applyMergeWith,
   applyPlan,
   buildTasks,
   decideFinalize,
+  handoffForRemerge,
   initialRunState,
   type MergeOutcome,
   needsPlan,
@@ -308,6 +310,7 @@ describe("applyHandoff", () => {
       concerns: [],
       suggestions: [],
       tokens: 40,
+      head: "0123456789abcdef",
     });
     expect(s.pendingReports).toEqual(["t1"]);
     expect(s.handoffsSinceReplan).toBe(1);
@@ -620,5 +623,40 @@ describe("summarize", () => {
       tasks: { ...s.tasks, t1: { ...t1, task: { ...t1.task, kind: "fix" as const } } },
     };
     expect(summarize(withFix, GREEN, T0).fixTasks).toBe(1);
+  });
+});
+
+describe("finalization retries failed merges once", () => {
+  it("given a task whose merge failed, then it is re-submitted once before the final sweep, then the sweep follows", () => {
+    let s = plan(finish(plan(fresh(), raws(2)), ["t1"], "complete", "merged"), []);
+    s = applyMerge(applyHandoff(s, handoff(s, "t2")), "t2", "failed", "branch missing");
+    s = plan(s, []);
+    expect(decideFinalize(s, T0, POLICY)).toEqual({ kind: "retry-merges", taskIds: ["t2"] });
+    const h = handoffForRemerge(s, "t2")!;
+    expect(h).toMatchObject({
+      taskId: "t2",
+      head: "0123456789abcdef",
+      branch: s.tasks.t2!.task.branch,
+      task: { attempt: 1 },
+    });
+    s = applyMergeRetry(s, ["t2"]);
+    expect(s.tasks.t2!.merge).toBeUndefined();
+    expect(decideFinalize(s, T0, POLICY)).toEqual({ kind: "wait" }); // merge pending again
+    s = applyMerge(s, "t2", "failed", "branch missing");
+    // not retried a second time: the final sweep is requested and the run ends red
+    expect(decideFinalize(s, T0, POLICY)).toEqual({ kind: "request-sweep", requestId: "final-run-1-1" });
+    s = applyFinalResult(applyFinalRequest(s, "final-run-1-1"), "final-run-1-1", GREEN, T0);
+    const d = decideFinalize(s, T0, POLICY);
+    expect(d.kind === "complete" && d.summary.status).toBe("red");
+  });
+
+  it("given the retried merge lands, then the run can be green", () => {
+    let s = plan(fresh(), raws(1));
+    s = applyMerge(applyHandoff(s, handoff(s, "t1")), "t1", "failed", "push rejected");
+    s = applyMergeRetry(plan(s, []), ["t1"]);
+    s = applyMerge(s, "t1", "merged", "");
+    s = applyFinalResult(applyFinalRequest(s, "final-run-1-1"), "final-run-1-1", GREEN, T0);
+    const d = decideFinalize(s, T0, POLICY);
+    expect(d.kind === "complete" && d.summary.status).toBe("green");
   });
 });

@@ -33,7 +33,11 @@ export interface TaskRecord {
     concerns: string[];
     suggestions: string[];
     tokens: number;
+    /** The pushed branch head, when there is one. */
+    head?: string;
   };
+  /** Finalization re-submitted this task's failed merge once. */
+  mergeRetried?: boolean;
   merge?: MergeOutcome;
   mergeDetail?: string;
   /** Set when the task went to the subplanner (its outcome is an aggregate of subtasks). */
@@ -291,6 +295,7 @@ export function applyHandoff(s: RunState, h: Handoff, policy: Pick<RunPolicy, "f
           concerns: h.concerns,
           suggestions: h.suggestions,
           tokens: h.metrics.tokensUsed,
+          ...(h.head ? { head: h.head } : {}),
         },
       },
     },
@@ -419,6 +424,7 @@ export function applySweep(s: RunState, e: EventPayload<"health.swept">): RunSta
 /** What the run should do next once planning is finished. */
 export type FinalizeDecision =
   | { kind: "wait"; untilMs?: number }
+  | { kind: "retry-merges"; taskIds: string[] }
   | { kind: "request-sweep"; requestId: string }
   | { kind: "complete"; summary: RunSummary };
 
@@ -434,6 +440,11 @@ export function decideFinalize(
   policy: Pick<RunPolicy, "finalizationMaxAttempts" | "finalizationTimeoutMs">,
 ): FinalizeDecision {
   if (!s.planningDone || activeTasks(s).length > 0) return { kind: "wait" };
+  // Unmerged branches get one more pass through the merge queue before the final sweep (inventory §1.11).
+  const retry = s.order.filter(
+    (id) => s.tasks[id]!.merge === "failed" && !s.tasks[id]!.mergeRetried && s.tasks[id]!.handoff?.head,
+  );
+  if (retry.length) return { kind: "retry-merges", taskIds: retry };
   const f = s.final;
   const nextRequest = () => ({
     kind: "request-sweep" as const,
@@ -515,5 +526,44 @@ export function summarize(
     repo: s.run.repo,
     head: sweep?.sha ?? "",
     ...(why ? { reason: why } : {}),
+  };
+}
+
+/** Marks `taskIds` as re-submitted to the merge queue: their merge outcome is pending again. */
+export function applyMergeRetry(s: RunState, taskIds: readonly string[]): RunState {
+  const tasks = { ...s.tasks };
+  for (const id of taskIds) {
+    const r = tasks[id];
+    if (!r) continue;
+    const { merge: _merge, mergeDetail: _detail, ...rest } = r;
+    tasks[id] = { ...rest, mergeRetried: true };
+  }
+  return { ...s, tasks };
+}
+
+/** The handoff to re-submit for a task whose merge failed, rebuilt from its record. */
+export function handoffForRemerge(s: RunState, taskId: string): Handoff | undefined {
+  const r = s.tasks[taskId];
+  if (!r?.handoff?.head) return undefined;
+  return {
+    taskId,
+    runId: s.run.runId,
+    status: r.handoff.status,
+    summary: r.handoff.summary,
+    filesChanged: r.handoff.filesChanged,
+    concerns: r.handoff.concerns,
+    suggestions: r.handoff.suggestions,
+    metrics: {
+      linesAdded: 0,
+      linesRemoved: 0,
+      filesCreated: 0,
+      filesModified: 0,
+      tokensUsed: 0,
+      toolCallCount: 0,
+      durationMs: 0,
+    },
+    branch: r.task.branch,
+    head: r.handoff.head,
+    task: r.task,
   };
 }
