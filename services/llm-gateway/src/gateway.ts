@@ -32,6 +32,11 @@ import { Upstream, type UpstreamConfig, UpstreamError, type UpstreamInfo } from 
 export const TASK_ID_HEADER = "x-longshot-task-id";
 /** Response header naming the upstream that served the request. */
 export const UPSTREAM_HEADER = "x-longshot-upstream";
+/**
+ * Response header: time the gateway spent on the request before sending its first upstream attempt (ms, 3
+ * decimals: parse, auth, budget, queue, routing). Like LiteLLM's `x-litellm-overhead-duration-ms`.
+ */
+export const OVERHEAD_HEADER = "x-longshot-overhead-ms";
 
 /** Active health checks of upstreams. */
 export interface HealthCheckOptions {
@@ -347,7 +352,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   interface ChatContext {
     req: IncomingMessage;
     res: ServerResponse;
+    /** `performance.now()` when the request arrived. */
     t0: number;
+    /** Gateway time before the first attempt was sent (ms), for the overhead header. */
+    overheadMs: number;
     grant: Grant;
     view: ChatBodyView;
     body: Buffer;
@@ -381,9 +389,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         accept: view.stream ? "text/event-stream" : "application/json",
       };
       if (u.apiKey) headers.authorization = `Bearer ${u.apiKey}`;
-      const url = u.resolve("chat/completions");
-      const send = url.protocol === "https:" ? httpsRequest : httpRequest;
-      const ureq = send(url, { method: "POST", agent: u.agent, headers });
+      const send = u.https ? httpsRequest : httpRequest;
+      const ureq = send({ ...u.chatTarget, method: "POST", agent: u.agent, headers });
       const onAbort = () => {
         ureq.destroy();
         if (committed && !res.writableEnded) res.destroy();
@@ -417,8 +424,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
             committed = true;
             if (timer) clearTimeout(timer);
             timer = undefined;
-            res.writeHead(200, { ...forwardHeaders(ures.headers), [UPSTREAM_HEADER]: u.name });
-            metrics.ttft.observe({ upstream: u.name }, (Date.now() - ctx.t0) / 1000);
+            res.writeHead(200, {
+              ...forwardHeaders(ures.headers),
+              [UPSTREAM_HEADER]: u.name,
+              [OVERHEAD_HEADER]: ctx.overheadMs.toFixed(3),
+            });
+            metrics.ttft.observe({ upstream: u.name }, (performance.now() - ctx.t0) / 1000);
           };
           ures.on("data", (chunk: Buffer) => {
             if (settled) return;
@@ -442,11 +453,20 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
               commit();
             }
             res.end(rest);
-            metrics.duration.observe({ upstream: u.name, stream: "true" }, (Date.now() - ctx.t0) / 1000);
+            metrics.duration.observe(
+              { upstream: u.name, stream: "true" },
+              (performance.now() - ctx.t0) / 1000,
+            );
             metrics.responses.inc({ status: "200", stream: "true" });
             account(ctx.grant, view.model ?? "unknown", tap.usage);
             log.debug(
-              { upstream: u.name, status: 200, stream: true, ms: Date.now() - ctx.t0, usage: tap.usage },
+              {
+                upstream: u.name,
+                status: 200,
+                stream: true,
+                ms: performance.now() - ctx.t0,
+                usage: tap.usage,
+              },
               "request served",
             );
             settle({ kind: "done" }, "success");
@@ -459,7 +479,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
               return;
             }
             log.warn(
-              { upstream: u.name, ms: Date.now() - ctx.t0 },
+              { upstream: u.name, ms: performance.now() - ctx.t0 },
               "upstream dropped a stream after its first byte",
             );
             metrics.responses.inc({ status: "502", stream: "true" });
@@ -490,12 +510,17 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
             return;
           }
           committed = true;
-          res.writeHead(status, { ...fwd, "content-length": body.length, [UPSTREAM_HEADER]: u.name });
+          res.writeHead(status, {
+            ...fwd,
+            "content-length": body.length,
+            [UPSTREAM_HEADER]: u.name,
+            [OVERHEAD_HEADER]: ctx.overheadMs.toFixed(3),
+          });
           res.end(body);
-          metrics.ttft.observe({ upstream: u.name }, (Date.now() - ctx.t0) / 1000);
+          metrics.ttft.observe({ upstream: u.name }, (performance.now() - ctx.t0) / 1000);
           metrics.duration.observe(
             { upstream: u.name, stream: String(view.stream) },
-            (Date.now() - ctx.t0) / 1000,
+            (performance.now() - ctx.t0) / 1000,
           );
           metrics.responses.inc({ status: String(status), stream: String(view.stream) });
           let usage: UsageCounts | undefined;
@@ -509,7 +534,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
             account(ctx.grant, view.model ?? "unknown", usage);
           }
           log.debug(
-            { upstream: u.name, status, stream: view.stream, ms: Date.now() - ctx.t0, usage },
+            { upstream: u.name, status, stream: view.stream, ms: performance.now() - ctx.t0, usage },
             "request served",
           );
           settle({ kind: "done" }, status < 400 ? "success" : "neutral");
@@ -540,7 +565,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (decision.reason === "cache_hit") metrics.cacheHits.inc();
       else if (decision.reason === "cache_miss" || decision.reason === "load_imbalance")
         metrics.cacheMisses.inc();
-      if (attempts === 0) metrics.overhead.observe((Date.now() - ctx.t0) / 1000);
+      if (attempts === 0) {
+        ctx.overheadMs = performance.now() - ctx.t0;
+        metrics.overhead.observe(ctx.overheadMs / 1000);
+      }
       attempts++;
       tried.add(u.name);
       const result = await attempt(u, ctx);
@@ -674,7 +702,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       );
       return;
     }
-    const deadline = t0 + requestTimeoutMs;
+    const deadline = Date.now() + requestTimeoutMs;
     const deadlineTimer = setTimeout(() => abort.abort(), requestTimeoutMs);
     deadlineTimer.unref();
     try {
@@ -684,7 +712,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         affinityKey: taskKey === undefined ? undefined : `${grant.runId}/${taskKey}`,
         prefixText: view.prefixText,
       };
-      await dispatch({ req, res, t0, grant, view, body, strip, signal: abort.signal, deadline }, input);
+      await dispatch(
+        { req, res, t0, overheadMs: 0, grant, view, body, strip, signal: abort.signal, deadline },
+        input,
+      );
       if (abort.signal.aborted && !res.headersSent && !res.destroyed) {
         metrics.responses.inc({ status: "504", stream: String(view.stream) });
         sendError(res, 504, "gateway_timeout", `request exceeded ${requestTimeoutMs} ms`);
@@ -869,7 +900,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   // ---- server -----------------------------------------------------------------------------------------------
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const t0 = Date.now();
+    const t0 = performance.now();
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const method = req.method ?? "GET";
     if (path === "/v1/chat/completions") {
@@ -922,7 +953,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
-  server.requestTimeout = 0;
+  server.requestTimeout = 120_000; // receiving a request body; responses (streams) are not bounded by it
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

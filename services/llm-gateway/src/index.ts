@@ -49,6 +49,7 @@ export {
   type Gateway,
   type GatewayOptions,
   type HealthCheckOptions,
+  OVERHEAD_HEADER,
   startGateway,
   TASK_ID_HEADER,
   UPSTREAM_HEADER,

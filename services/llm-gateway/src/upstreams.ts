@@ -48,6 +48,10 @@ export class Upstream {
   readonly weight: number;
   readonly agent: Agent;
   readonly breaker: CircuitBreaker;
+  /** Whether the endpoint is https. */
+  readonly https: boolean;
+  /** Precomputed request target of `chat/completions` (no URL parsing per request). */
+  readonly chatTarget: { protocol: string; hostname: string; port: number; path: string };
   mode: UpstreamMode = "active";
   /** Set once removed from the registry (in-flight requests still finish). */
   removed = false;
@@ -84,6 +88,14 @@ export class Upstream {
     };
     this.agent = url.protocol === "https:" ? new HttpsAgent(opts) : new Agent(opts);
     this.breaker = new CircuitBreaker(breaker);
+    this.https = url.protocol === "https:";
+    const chat = this.resolve("chat/completions");
+    this.chatTarget = {
+      protocol: chat.protocol,
+      hostname: chat.hostname.replace(/^\[|\]$/g, ""),
+      port: Number(chat.port) || (this.https ? 443 : 80),
+      path: `${chat.pathname}${chat.search}`,
+    };
   }
 
   /** URL of an OpenAI path under the endpoint, e.g. `chat/completions` → `…/v1/chat/completions`. */

@@ -5,11 +5,17 @@ describe("ledger: tokens, budgets, cost", () => {
   const prices = { "glm-5": { inputPerMTok: 1, cachedInputPerMTok: 0.2, outputPerMTok: 4 } };
 
   it("prices uncached, cached and completion tokens", () => {
-    expect(costOf(prices, "glm-5", { promptTokens: 1_000_000, cachedTokens: 500_000, completionTokens: 250_000 })).toBe(
-      0.5 + 0.1 + 1,
-    );
+    expect(
+      costOf(prices, "glm-5", { promptTokens: 1_000_000, cachedTokens: 500_000, completionTokens: 250_000 }),
+    ).toBe(0.5 + 0.1 + 1);
     expect(costOf(prices, "other", { promptTokens: 10, cachedTokens: 0, completionTokens: 10 })).toBe(0);
-    expect(costOf({ "*": { inputPerMTok: 1e6, outputPerMTok: 0 } }, "x", { promptTokens: 2, cachedTokens: 0, completionTokens: 9 })).toBe(2);
+    expect(
+      costOf({ "*": { inputPerMTok: 1e6, outputPerMTok: 0 } }, "x", {
+        promptTokens: 2,
+        cachedTokens: 0,
+        completionTokens: 9,
+      }),
+    ).toBe(2);
   });
 
   it("issues opaque tokens and stores only their grants", () => {
@@ -39,7 +45,13 @@ describe("ledger: tokens, budgets, cost", () => {
     expect(l.check({ runId: "r2" })).toBeUndefined();
 
     const u = l.usage("r1")!;
-    expect(u).toMatchObject({ requests: 3, promptTokens: 870, completionTokens: 140, cachedTokens: 20, totalTokens: 1010 });
+    expect(u).toMatchObject({
+      requests: 3,
+      promptTokens: 870,
+      completionTokens: 140,
+      cachedTokens: 20,
+      totalTokens: 1010,
+    });
     expect(u.budgetTokens).toBe(1000);
     expect(u.byTask.t1).toMatchObject({ totalTokens: 110, budgetTokens: 100, requests: 2 });
     expect(u.byRole.planner!.totalTokens).toBe(900);
@@ -52,7 +64,15 @@ describe("ledger: tokens, budgets, cost", () => {
 describe("SSE usage tap", () => {
   const ev = (o: unknown) => `data: ${JSON.stringify(o)}\n\n`;
   const content = ev({ choices: [{ index: 0, delta: { content: "hi" } }] });
-  const usageEv = ev({ choices: [], usage: { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10, prompt_tokens_details: { cached_tokens: 4 } } });
+  const usageEv = ev({
+    choices: [],
+    usage: {
+      prompt_tokens: 7,
+      completion_tokens: 3,
+      total_tokens: 10,
+      prompt_tokens_details: { cached_tokens: 4 },
+    },
+  });
   const stream = `${content}${usageEv}data: [DONE]\n\n`;
 
   it("passes bytes through unchanged and reads the usage chunk, whatever the chunking", () => {
@@ -82,7 +102,11 @@ describe("SSE usage tap", () => {
 
   it("reads usage objects defensively", () => {
     expect(usageCounts(null)).toBeUndefined();
-    expect(usageCounts({ prompt_tokens: 5 })).toEqual({ promptTokens: 5, completionTokens: 0, cachedTokens: 0 });
+    expect(usageCounts({ prompt_tokens: 5 })).toEqual({
+      promptTokens: 5,
+      completionTokens: 0,
+      cachedTokens: 0,
+    });
   });
 });
 
@@ -92,11 +116,20 @@ describe("request view and prompt key", () => {
       { role: "system", content: "sys" },
       { role: "user", content: [{ type: "text", text: "hello" }] },
     ];
-    const v = viewChatBody({ model: "glm-5", messages: msgs, stream: true, stream_options: { include_usage: true } })!;
+    const v = viewChatBody({
+      model: "glm-5",
+      messages: msgs,
+      stream: true,
+      stream_options: { include_usage: true },
+    })!;
     expect(v).toMatchObject({ model: "glm-5", stream: true, includeUsage: true });
     const longer = promptKey([
       ...msgs,
-      { role: "assistant", content: null, tool_calls: [{ id: "c1", type: "function", function: { name: "bash", arguments: "{}" } }] },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "c1", type: "function", function: { name: "bash", arguments: "{}" } }],
+      },
       { role: "tool", tool_call_id: "c1", content: "ok" },
     ]);
     expect(longer.startsWith(v.prefixText)).toBe(true);
@@ -104,6 +137,10 @@ describe("request view and prompt key", () => {
     expect(promptKey(msgs, [{ type: "function" }]).startsWith('[{"type":"function"}]')).toBe(true);
     expect(viewChatBody({ messages: "no" })).toBeUndefined();
     expect(viewChatBody([1])).toBeUndefined();
-    expect(viewChatBody({ messages: [] })).toMatchObject({ stream: false, includeUsage: false, model: undefined });
+    expect(viewChatBody({ messages: [] })).toMatchObject({
+      stream: false,
+      includeUsage: false,
+      model: undefined,
+    });
   });
 });

@@ -20,13 +20,25 @@ describe("gateway configuration", () => {
       { name: "a", endpoint: "http://a:30000/v1", apiKey: "k-a", weight: 2 },
       { name: "b", endpoint: "http://b:30000/v1", weight: 1 },
     ]);
-    expect(o).toMatchObject({ port: 0, policy: "round_robin", sessionAffinity: false, auth: "tokens", health: false });
+    expect(o).toMatchObject({
+      port: 0,
+      policy: "round_robin",
+      sessionAffinity: false,
+      auth: "tokens",
+      health: false,
+    });
     expect(o.prices).toEqual({ "glm-5": { inputPerMTok: 1, outputPerMTok: 2 } });
   });
 
   it("falls back to LLM_BASE_URL / LLM_API_KEY with defaults", () => {
-    const o = gatewayOptionsFromEnv({ LLM_BASE_URL: "http://sglang:30000/v1", LLM_API_KEY: "sk-x", GATEWAY_AUTH: "open" });
-    expect(o.upstreams).toEqual([{ name: "default", endpoint: "http://sglang:30000/v1", apiKey: "sk-x", weight: 1 }]);
+    const o = gatewayOptionsFromEnv({
+      LLM_BASE_URL: "http://sglang:30000/v1",
+      LLM_API_KEY: "sk-x",
+      GATEWAY_AUTH: "open",
+    });
+    expect(o.upstreams).toEqual([
+      { name: "default", endpoint: "http://sglang:30000/v1", apiKey: "sk-x", weight: 1 },
+    ]);
     expect(o).toMatchObject({ port: 4000, policy: "cache_aware", sessionAffinity: true, auth: "open" });
     expect(o.health).toEqual({ intervalMs: 5000, mode: "health" });
   });
@@ -35,7 +47,10 @@ describe("gateway configuration", () => {
     let err: unknown;
     try {
       gatewayOptionsFromEnv({
-        LLM_ENDPOINTS: JSON.stringify([{ name: "a", endpoint: "nope" }, { name: "a", endpoint: "http://x/v1" }]),
+        LLM_ENDPOINTS: JSON.stringify([
+          { name: "a", endpoint: "nope" },
+          { name: "a", endpoint: "http://x/v1" },
+        ]),
         GATEWAY_PORT: "99999",
         GATEWAY_POLICY: "random",
         GATEWAY_ADMIN_TOKEN: "short",

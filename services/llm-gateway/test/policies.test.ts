@@ -101,7 +101,10 @@ describe("cache-aware policy", () => {
     promptKey([
       { role: "system", content: system },
       { role: "user", content: `task ${id} ${"u".repeat(300)}` },
-      ...Array.from({ length: turns }, (_, i) => ({ role: "assistant", content: `turn ${i} ${"a".repeat(200)}` })),
+      ...Array.from({ length: turns }, (_, i) => ({
+        role: "assistant",
+        content: `turn ${i} ${"a".repeat(200)}`,
+      })),
     ]);
 
   it("routes a growing prompt back to the replica that holds its prefix", () => {
@@ -124,7 +127,10 @@ describe("cache-aware policy", () => {
   it("falls back to the least-loaded replica when the best match is overloaded", () => {
     const p = cacheAwarePolicy({ chunkChars: 16, balanceAbsThreshold: 4, balanceRelThreshold: 1.5 });
     p.record("r0", { prefixText: agent("x", 0) });
-    expect(p.pick(cands(4, 1, 2), { prefixText: agent("x", 1) })!).toMatchObject({ name: "r0", reason: "cache_hit" });
+    expect(p.pick(cands(4, 1, 2), { prefixText: agent("x", 1) })!).toMatchObject({
+      name: "r0",
+      reason: "cache_hit",
+    });
     expect(p.pick(cands(9, 1, 2), { prefixText: agent("x", 1) })!).toMatchObject({
       name: "r1",
       reason: "load_imbalance",
@@ -162,7 +168,8 @@ describe("session affinity", () => {
     const input = { affinityKey: "run/task-1" };
     const first = p.pick(cands(0, 0, 0), input)!;
     p.record(first.name, input);
-    for (let i = 0; i < 5; i++) expect(p.pick(cands(0, 0, 0), input)).toEqual({ name: first.name, reason: "affinity" });
+    for (let i = 0; i < 5; i++)
+      expect(p.pick(cands(0, 0, 0), input)).toEqual({ name: first.name, reason: "affinity" });
     const others = cands(0, 0, 0).filter((c) => c.name !== first.name);
     const moved = p.pick(others, input)!;
     expect(moved.name).not.toBe(first.name);

@@ -70,8 +70,12 @@ describe("admission queue", () => {
     const a = await q.acquire();
     expect(a.ok).toBe(true);
     const order: string[] = [];
-    const b = q.acquire().then((x) => (order.push("b"), x));
-    const c = q.acquire().then((x) => (order.push("c"), x));
+    const track = (name: string) => (x: Awaited<ReturnType<typeof q.acquire>>) => {
+      order.push(name);
+      return x;
+    };
+    const b = q.acquire().then(track("b"));
+    const c = q.acquire().then(track("c"));
     expect(q.queued).toBe(2);
     expect(await q.acquire()).toEqual({ ok: false, reason: "queue_full" });
     if (a.ok) a.release();

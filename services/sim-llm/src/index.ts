@@ -13,6 +13,15 @@ export {
   streamEvents,
 } from "./openai-format.ts";
 export {
+  type FaultOptions,
+  mulberry32,
+  PrefixCache,
+  promptText,
+  Replica,
+  type ReplicaOptions,
+  type ReplicaStats,
+} from "./replica.ts";
+export {
   type ChatMessage,
   type ChatRequest,
   ChatRequestSchema,
@@ -58,4 +67,5 @@ export {
   type SimLlmHandlerOptions,
   type StartSimLlmOptions,
   startSimLlm,
+  syntheticScript,
 } from "./server.ts";

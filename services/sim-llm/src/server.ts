@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleepTimer } from "node:timers/promises";
 import { completionObject, errorBody, type ResponseMeta, streamEvents } from "./openai-format.ts";
+import { type FaultOptions, Replica, type ReplicaOptions } from "./replica.ts";
 import { type CompletionPlan, type ErrorPlan, errorPlan, parseChatRequest, respond } from "./respond.ts";
 import { loadScript, parseScript, type Script, type ScriptInput } from "./script.ts";
 
@@ -16,6 +17,8 @@ export interface SimLlmHandlerOptions {
   apiKey?: string;
   /** Receives one line per request (no trailing newline). */
   log?: (line: string) => void;
+  /** Serve completions as this SGLang replica (prefix cache, running limit, faults); adds `/metrics` and `/sim/faults`. */
+  replica?: Replica;
 }
 
 /** Options of {@link startSimLlm}: exactly one of `script` / `scriptPath`. */
@@ -34,6 +37,15 @@ export interface StartSimLlmOptions {
   verbose?: boolean;
   /** Custom per-request log sink (implies logging; overrides `verbose`'s stderr sink). */
   log?: (line: string) => void;
+  /**
+   * Replica mode (SGLang stand-in): `true` or options. With it, `script`/`scriptPath` become optional: without
+   * one, every request gets a synthetic reply of `syntheticReplyTokens` tokens.
+   */
+  replica?: ReplicaOptions | true;
+  /** Replica mode without a script: completion length of the synthetic reply (tokens). Default 32. */
+  syntheticReplyTokens?: number;
+  /** Replica mode without a script: the model id served. Default "sim-1". */
+  model?: string;
 }
 
 /** A running sim-llm server. */
@@ -43,6 +55,8 @@ export interface SimLlm {
   port: number;
   host: string;
   script: Script;
+  /** The replica simulator, in replica mode (change faults with `replica.setFaults`). */
+  replica?: Replica;
   /** Stops listening and drops open connections (in-flight streams are cut). */
   close(): Promise<void>;
 }
@@ -137,13 +151,37 @@ function authorized(req: IncomingMessage, apiKey: string | undefined): boolean {
 export function createSimLlmHandler(
   options: SimLlmHandlerOptions,
 ): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
-  const { script, apiKey, log } = options;
+  const { script, apiKey, log, replica } = options;
   return async (req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const method = req.method ?? "GET";
     const logLine = (text: string) => log?.(`sim-llm ${method} ${path} ${text}`);
     if (path === "/health" || path === "/v1/health") {
-      sendJson(res, 200, { status: "ok" });
+      if (replica && !replica.healthy) sendJson(res, 503, { status: "unhealthy" });
+      else sendJson(res, 200, { status: "ok" });
+      return;
+    }
+    if (replica && path === "/metrics") {
+      const text = replica.metricsText(script.model);
+      res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+      res.end(text);
+      return;
+    }
+    if (replica && path === "/sim/faults") {
+      if (method === "POST") {
+        const raw = await readBody(req);
+        let faults: FaultOptions;
+        try {
+          faults = JSON.parse(raw || "{}") as FaultOptions;
+        } catch (err) {
+          sendError(res, errorPlan(400, `invalid JSON: ${(err as Error).message}`, "invalid_json"));
+          return;
+        }
+        sendJson(res, 200, replica.setFaults(faults));
+        logLine(`faults=${JSON.stringify(replica.getFaults())}`);
+        return;
+      }
+      sendJson(res, 200, replica.getFaults());
       return;
     }
     if (!path.startsWith("/v1/")) {
@@ -222,9 +260,21 @@ export function createSimLlmHandler(
       id: `chatcmpl-${randomBytes(12).toString("hex")}`,
       created: Math.floor(Date.now() / 1000),
     };
-    if (plan.stream) await sendStream(res, plan, meta, script, abort.signal);
+    if (replica) await replica.serve(res, plan, parsed.request.messages, meta, abort.signal);
+    else if (plan.stream) await sendStream(res, plan, meta, script, abort.signal);
     else sendJson(res, 200, completionObject(plan, meta));
   };
+}
+
+/**
+ * The script of replica mode without a script: one fallback conversation whose reply is `tokens` tokens
+ * (4 chars each) of filler text.
+ */
+export function syntheticScript(model: string, tokens: number): Script {
+  const filler = "The quick brown fox jumps over the lazy dog. ";
+  const chars = Math.max(1, tokens) * 4;
+  const content = filler.repeat(Math.ceil(chars / filler.length)).slice(0, chars);
+  return parseScript({ model, conversations: [{ name: "synthetic", turns: [{ content }] }] }, "(synthetic)");
 }
 
 /**
@@ -234,15 +284,29 @@ export function createSimLlmHandler(
  * @throws ScriptLoadError / ScriptValidationError for a bad script; the listen error (e.g. EADDRINUSE).
  */
 export async function startSimLlm(options: StartSimLlmOptions): Promise<SimLlm> {
-  if ((options.script === undefined) === (options.scriptPath === undefined)) {
+  const none = options.script === undefined && options.scriptPath === undefined;
+  const both = options.script !== undefined && options.scriptPath !== undefined;
+  if (both || (none && options.replica === undefined)) {
     throw new SimLlmConfigError("startSimLlm needs exactly one of `script` or `scriptPath`");
   }
-  const script =
-    options.scriptPath !== undefined ? await loadScript(options.scriptPath) : parseScript(options.script);
+  const script = none
+    ? syntheticScript(options.model ?? "sim-1", options.syntheticReplyTokens ?? 32)
+    : options.scriptPath !== undefined
+      ? await loadScript(options.scriptPath)
+      : parseScript(options.script);
+  const replica =
+    options.replica === undefined
+      ? undefined
+      : new Replica(options.replica === true ? {} : options.replica, script.latency);
   const host = options.host ?? "127.0.0.1";
   const log =
     options.log ?? (options.verbose ? (line: string) => process.stderr.write(`${line}\n`) : undefined);
-  const handler = createSimLlmHandler({ script, ...(options.apiKey ? { apiKey: options.apiKey } : {}), log });
+  const handler = createSimLlmHandler({
+    script,
+    ...(options.apiKey ? { apiKey: options.apiKey } : {}),
+    log,
+    ...(replica ? { replica } : {}),
+  });
   const server: Server = createServer((req, res) => {
     handler(req, res).catch((err: unknown) => {
       if (!res.headersSent) {
@@ -265,6 +329,7 @@ export async function startSimLlm(options: StartSimLlmOptions): Promise<SimLlm> 
     port,
     host,
     script,
+    ...(replica ? { replica } : {}),
     close() {
       closing ??= new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));

@@ -1,0 +1,339 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import OpenAI, { AuthenticationError, RateLimitError } from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Gateway, startGateway, TASK_ID_HEADER, UPSTREAM_HEADER } from "../src/index.ts";
+import { sample, startReplicas, type TestReplica } from "./replicas.ts";
+
+const WRITE_ARGS = {
+  path: "src/users.ts",
+  content: 'export const users = new Map<string, { name: string }>();\n// "quotes" ✓ 😀\n',
+};
+const script = {
+  model: "glm-5",
+  conversations: [
+    {
+      name: "worker",
+      match: { system: "You are a worker" },
+      turns: [
+        {
+          content: "Writing the file.",
+          toolCalls: [
+            { id: "call_write_1", name: "write", arguments: WRITE_ARGS },
+            { id: "call_bash_1", name: "bash", arguments: { command: "node --test" } },
+          ],
+        },
+        { content: "Done. All tests pass." },
+      ],
+    },
+    { name: "fallback", turns: [{ content: "Hello from a replica of the simulated model." }] },
+  ],
+};
+
+const ADMIN = "admin-token-for-tests-0123456789";
+const PRICES = { "glm-5": { inputPerMTok: 1, cachedInputPerMTok: 0.1, outputPerMTok: 3 } };
+let dir: string;
+let replicas: TestReplica[];
+let gw: Gateway;
+const logs: string[] = [];
+
+const workerMessages = (
+  extra: OpenAI.ChatCompletionMessageParam[] = [],
+): OpenAI.ChatCompletionMessageParam[] => [
+  { role: "system", content: "You are a worker. Use the tools." },
+  { role: "user", content: "## Task: users-store\nCreate the users store." },
+  ...extra,
+];
+const tools: OpenAI.ChatCompletionTool[] = [
+  {
+    type: "function",
+    function: { name: "write", description: "write a file", parameters: { type: "object", properties: {} } },
+  },
+  {
+    type: "function",
+    function: { name: "bash", description: "run a command", parameters: { type: "object", properties: {} } },
+  },
+];
+
+function clientFor(token: string, headers: Record<string, string> = {}): OpenAI {
+  return new OpenAI({ baseURL: gw.url, apiKey: token, maxRetries: 0, defaultHeaders: headers });
+}
+
+async function admin(method: string, path: string, body?: unknown): Promise<Response> {
+  return fetch(gw.url.replace("/v1", path), {
+    method,
+    headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+}
+
+async function issue(grant: Record<string, unknown>): Promise<string> {
+  const res = await admin("POST", "/admin/tokens", grant);
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { token: string }).token;
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), "llm-gateway-api-"));
+  const scriptPath = join(dir, "script.json");
+  await writeFile(scriptPath, JSON.stringify(script));
+  replicas = await startReplicas(3, ["--script", scriptPath, "--tps", "2000"]);
+  gw = await startGateway({
+    upstreams: replicas.map((r) => ({ name: r.name, endpoint: r.url })),
+    adminToken: ADMIN,
+    prices: PRICES,
+    logLevel: "debug",
+    logDestination: { write: (l) => void logs.push(l) },
+    health: { intervalMs: 200 },
+  });
+});
+
+afterAll(async () => {
+  await gw?.close();
+  await Promise.all((replicas ?? []).map((r) => r.stop()));
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe("llm-gateway API with the openai SDK in front of 3 sim-llm replicas", () => {
+  it("serves non-streaming completions with tool calls intact and usage", async () => {
+    const client = clientFor(await issue({ runId: "run-api", taskId: "t-nonstream", role: "worker" }));
+    const res = await client.chat.completions.create({ model: "glm-5", messages: workerMessages(), tools });
+    const msg = res.choices[0]!.message;
+    expect(res.choices[0]!.finish_reason).toBe("tool_calls");
+    expect(msg.content).toBe("Writing the file.");
+    expect(msg.tool_calls).toEqual([
+      {
+        id: "call_write_1",
+        type: "function",
+        function: { name: "write", arguments: JSON.stringify(WRITE_ARGS) },
+      },
+      {
+        id: "call_bash_1",
+        type: "function",
+        function: { name: "bash", arguments: JSON.stringify({ command: "node --test" }) },
+      },
+    ]);
+    expect(res.usage!.prompt_tokens).toBeGreaterThan(0);
+  });
+
+  it("streams tool calls the SDK reassembles exactly, and relays the replica's SSE bytes unchanged", async () => {
+    const token = await issue({ runId: "run-api", taskId: "t-stream", role: "worker" });
+    const client = clientFor(token);
+    const s = client.chat.completions.stream({
+      model: "glm-5",
+      messages: workerMessages(),
+      tools,
+      stream_options: { include_usage: true },
+    });
+    const final = await s.finalChatCompletion();
+    expect(
+      final.choices[0]!.message.tool_calls!.map((t) =>
+        t.type === "function" ? [t.id, t.function.name, t.function.arguments] : [t.id],
+      ),
+    ).toEqual([
+      ["call_write_1", "write", JSON.stringify(WRITE_ARGS)],
+      ["call_bash_1", "bash", JSON.stringify({ command: "node --test" })],
+    ]);
+
+    // Raw bytes: the same request straight to a replica and through the gateway, modulo id/created.
+    const body = JSON.stringify({
+      model: "glm-5",
+      messages: workerMessages(),
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const direct = await (
+      await fetch(`${replicas[0]!.url}/chat/completions`, { method: "POST", body })
+    ).text();
+    const viaRes = await fetch(`${gw.url}/chat/completions`, {
+      method: "POST",
+      body,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    });
+    expect(viaRes.headers.get("content-type")).toBe("text/event-stream");
+    expect(viaRes.headers.get(UPSTREAM_HEADER)).toMatch(/^r[123]$/);
+    const via = await viaRes.text();
+    const norm = (t: string) =>
+      t
+        .replace(/"id":"chatcmpl-[0-9a-f]+"/g, '"id":"X"')
+        .replace(/"created":\d+/g, '"created":0')
+        .replace(/"cached_tokens":\d+/g, '"cached_tokens":0');
+    expect(norm(via)).toBe(norm(direct));
+    expect(via).toContain('"usage"');
+    expect(via.trimEnd().endsWith("data: [DONE]")).toBe(true);
+  });
+
+  it("counts usage of a stream that did not ask for it, without showing the client the usage chunk", async () => {
+    const token = await issue({ runId: "run-nousage", taskId: "t1", role: "planner" });
+    const res = await fetch(`${gw.url}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "glm-5", messages: [{ role: "user", content: "hello" }], stream: true }),
+    });
+    const text = await res.text();
+    expect(text).not.toContain('"usage"');
+    expect(text).toContain(`"content":"Hello from a rep"`);
+    expect(text.trimEnd().endsWith("data: [DONE]")).toBe(true);
+    const [usage] = gw.usage("run-nousage");
+    expect(usage).toMatchObject({ requests: 1, promptTokens: 2 });
+    expect(usage!.completionTokens).toBe(
+      Math.ceil("Hello from a replica of the simulated model.".length / 4),
+    );
+    expect(usage!.byRole.planner!.requests).toBe(1);
+  });
+
+  it("accounts tokens and cost per run, task, role and model over the admin API", async () => {
+    const token = await issue({ runId: "run-cost", taskId: "t-a", role: "worker" });
+    const client = clientFor(token);
+    await client.chat.completions.create({ model: "glm-5", messages: workerMessages() });
+    await client.chat.completions.create({
+      model: "glm-5",
+      messages: workerMessages([{ role: "assistant", content: "Writing the file." }]),
+    });
+    const res = await admin("GET", "/admin/usage?runId=run-cost");
+    const { runs } = (await res.json()) as {
+      runs: Array<Record<string, unknown> & { byTask: Record<string, { requests: number }> }>;
+    };
+    expect(runs).toHaveLength(1);
+    const run = runs[0]!;
+    expect(run.requests).toBe(2);
+    expect(run.byTask["t-a"]!.requests).toBe(2);
+    const p = run.promptTokens as number;
+    const c = run.completionTokens as number;
+    const cached = run.cachedTokens as number;
+    expect(run.cost).toBeCloseTo(((p - cached) * 1 + cached * 0.1 + c * 3) / 1e6, 12);
+    const metrics = await gw.metricsText();
+    expect(
+      sample(metrics, "llm_gateway_tokens_total", 'model="glm-5",role="worker",type="prompt"'),
+    ).toBeGreaterThanOrEqual(p);
+    expect(sample(metrics, "llm_gateway_cost_total", 'model="glm-5",role="worker"')).toBeGreaterThan(0);
+  });
+
+  it("refuses an over-budget task with a clear 429 budget_exceeded that the SDK does not retry", async () => {
+    const token = await issue({ runId: "run-budget", taskId: "t-small", role: "worker", budgetTokens: 30 });
+    const client = new OpenAI({ baseURL: gw.url, apiKey: token }); // default SDK retries (2) on
+    await client.chat.completions.create({ model: "glm-5", messages: workerMessages() }); // crosses the budget
+    const before = sample(await gw.metricsText(), "llm_gateway_budget_rejections_total", 'scope="task"');
+    const t0 = Date.now();
+    const err = await client.chat.completions
+      .create({ model: "glm-5", messages: workerMessages() })
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(RateLimitError);
+    expect(err.status).toBe(429);
+    expect(err.code).toBe("budget_exceeded");
+    expect(err.message).toMatch(
+      /token budget exceeded for task t-small of run run-budget: used \d+ of 30 tokens/,
+    );
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(sample(await gw.metricsText(), "llm_gateway_budget_rejections_total", 'scope="task"')).toBe(
+      before + 1,
+    );
+    // Another task of the same run is not affected; a run budget stops every task of the run.
+    const other = clientFor(await issue({ runId: "run-budget", taskId: "t-other" }));
+    await other.chat.completions.create({ model: "glm-5", messages: [{ role: "user", content: "hi" }] });
+    await issue({ runId: "run-budget", budgetTokens: 10 });
+    const runErr = await other.chat.completions
+      .create({ model: "glm-5", messages: [{ role: "user", content: "hi" }] })
+      .catch((e) => e);
+    expect(runErr.code).toBe("budget_exceeded");
+    expect(runErr.message).toContain("for run run-budget");
+  });
+
+  it("needs a gateway token on /v1 and the admin token on /admin", async () => {
+    const bad = clientFor("lsg_not-a-real-token");
+    await expect(
+      bad.chat.completions.create({ model: "glm-5", messages: [{ role: "user", content: "x" }] }),
+    ).rejects.toBeInstanceOf(AuthenticationError);
+    const noAuth = await fetch(`${gw.url}/chat/completions`, { method: "POST", body: "{}" });
+    expect(noAuth.status).toBe(401);
+    const wrongAdmin = await fetch(gw.url.replace("/v1", "/admin/upstreams"), {
+      headers: { authorization: "Bearer nope" },
+    });
+    expect(wrongAdmin.status).toBe(401);
+    const revoked = await issue({ runId: "run-revoke" });
+    expect((await admin("DELETE", "/admin/tokens", { token: revoked })).status).toBe(200);
+    await expect(clientFor(revoked).models.list()).rejects.toBeInstanceOf(AuthenticationError);
+  });
+
+  it("serves /v1/models, /healthz, /readyz and /metrics", async () => {
+    const client = clientFor(await issue({ runId: "run-misc" }));
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(["glm-5"]);
+    const health = (await (await fetch(gw.url.replace("/v1", "/healthz"))).json()) as Record<string, unknown>;
+    expect(health).toEqual({ status: "ok", upstreams: { total: 3, eligible: 3 } });
+    expect((await fetch(gw.url.replace("/v1", "/readyz"))).status).toBe(200);
+    const metricsRes = await fetch(gw.url.replace("/v1", "/metrics"));
+    expect(metricsRes.headers.get("content-type")).toContain("text/plain");
+    const text = await metricsRes.text();
+    for (const name of [
+      "llm_gateway_requests_total",
+      "llm_gateway_upstream_requests_total",
+      "llm_gateway_request_duration_seconds",
+      "llm_gateway_ttft_seconds",
+      "llm_gateway_circuit_breaker_state",
+      "llm_gateway_active_requests",
+      "llm_gateway_cache_hits_total",
+      "llm_gateway_cache_misses_total",
+      "llm_gateway_tokens_total",
+      "llm_gateway_cost_total",
+      "llm_gateway_upstream_healthy",
+    ]) {
+      expect(text).toContain(`# TYPE ${name} `);
+    }
+  });
+
+  it("keeps a task on one replica (session affinity) and an agent loop on the replica holding its prefix", async () => {
+    const token = await issue({ runId: "run-aff" });
+    const seen = new Set<string>();
+    for (let i = 0; i < 6; i++) {
+      const res = await fetch(`${gw.url}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, [TASK_ID_HEADER]: "task-42" },
+        body: JSON.stringify({
+          model: "glm-5",
+          messages: [{ role: "user", content: `question ${i} ${"z".repeat(i * 50)}` }],
+        }),
+      });
+      await res.text();
+      seen.add(res.headers.get(UPSTREAM_HEADER)!);
+    }
+    expect(seen.size).toBe(1);
+
+    // Without a task id, cache-aware routing follows the growing prefix of one agent loop.
+    const client = clientFor(await issue({ runId: "run-prefix" }));
+    const history: OpenAI.ChatCompletionMessageParam[] = [
+      { role: "system", content: `You are agent 7. ${"Long shared instructions. ".repeat(40)}` },
+      { role: "user", content: `Task 7: ${"details ".repeat(30)}` },
+    ];
+    const where = new Set<string>();
+    const before = sample(await gw.metricsText(), "llm_gateway_cache_hits_total");
+    for (let turn = 0; turn < 5; turn++) {
+      const { data, response } = await client.chat.completions
+        .create({ model: "glm-5", messages: history })
+        .withResponse();
+      where.add(response.headers.get(UPSTREAM_HEADER)!);
+      history.push({ role: "assistant", content: data.choices[0]!.message.content ?? "" });
+      history.push({ role: "user", content: `next step ${turn}` });
+    }
+    expect(where.size).toBe(1);
+    expect(sample(await gw.metricsText(), "llm_gateway_cache_hits_total") - before).toBe(4);
+  });
+
+  it("never logs or returns provider keys or tokens (admin listing is secret-free)", async () => {
+    const res = await admin("GET", "/admin/upstreams");
+    const { upstreams } = (await res.json()) as { upstreams: Array<Record<string, unknown>> };
+    expect(upstreams.map((u) => u.name)).toEqual(["r1", "r2", "r3"]);
+    expect(upstreams[0]).toMatchObject({
+      healthy: true,
+      breaker: "closed",
+      mode: "active",
+      hasApiKey: false,
+    });
+    expect(Object.keys(upstreams[0]!)).not.toContain("apiKey");
+    const joined = logs.join("");
+    expect(joined).toContain("request served");
+    expect(joined).not.toMatch(/lsg_[A-Za-z0-9_-]{20,}/);
+    expect(joined).not.toContain(ADMIN);
+  });
+});
