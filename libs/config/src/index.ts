@@ -90,6 +90,11 @@ export const LongshotEnv = z.object({
   LLM_ENDPOINTS: endpointsJson,
   LLM_MAX_TOKENS: int(65_536, 1),
   LLM_TIMEOUT_MS: int(120_000, 1),
+  /** The LLM gateway's admin base URL (e.g. http://127.0.0.1:4000): the dispatcher issues per-task tokens there. */
+  LLM_GATEWAY_ADMIN_URL: optStr(),
+  GATEWAY_ADMIN_TOKEN: optStr(),
+  /** Token budget of each task's gateway token (0 = none). */
+  WORKER_TOKEN_BUDGET: int(0, 0),
   MAX_WORKERS: int(50, 1),
   WORKER_TIMEOUT: int(1800, 1),
   SCOPE_POLICY: z.preprocess(unsetIfEmpty, z.enum(["exclusive", "advisory"]).default("exclusive")),
@@ -143,7 +148,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, cwd = process.c
 
 /** Every secret value in the configuration, for log redaction by value. */
 export function configSecrets(cfg: LongshotEnv): string[] {
-  return [cfg.LLM_API_KEY, ...(cfg.LLM_ENDPOINTS ?? []).map((e) => e.apiKey)].filter((s): s is string => !!s);
+  return [cfg.LLM_API_KEY, cfg.GATEWAY_ADMIN_TOKEN, ...(cfg.LLM_ENDPOINTS ?? []).map((e) => e.apiKey)].filter(
+    (s): s is string => !!s,
+  );
 }
 
 /** Where services keep working state (clones, sandbox registry): `LONGSHOT_STATE_DIR`, default `~/.longshot`. */

@@ -1,6 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { createWriteStream, type WriteStream } from "node:fs";
 import { mkdir } from "node:fs/promises";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { connectBus, type NatsServerHandle, startNatsServer } from "@longshot/bus";
 import { createLogger } from "@longshot/log";
@@ -8,11 +10,28 @@ import { createLogger } from "@longshot/log";
 /** Repository root (this file is services/cli/src/cluster.ts). */
 export const ROOT = new URL("../../../", import.meta.url).pathname;
 
-/** The services an embedded cluster runs, each as its own process `longshot-<service>`. */
+/** A free loopback TCP port (bound and released; the caller binds it right after). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * The services an embedded cluster runs, each as its own process `longshot-<service>`; `llm-gateway` runs in
+ * front of them whenever a model endpoint is configured.
+ */
 export const CLUSTER_SERVICES = ["planner", "subplanner", "dispatcher", "merger", "reconciler"] as const;
 
 export interface EmbeddedCluster {
   natsUrl: string;
+  /** The LLM gateway's base URL (no `/v1`), when one runs. */
+  gatewayUrl?: string;
   stateDir: string;
   logDir: string;
   /** pid per service (current incarnation). */
@@ -60,6 +79,51 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
     await nats.stop();
     throw err;
   }
+  // The LLM gateway fronts the model endpoints whenever one is configured: it alone gets the provider keys;
+  // services call it, and every sandbox gets its own task token from the dispatcher. It listens on a port
+  // fixed up front, so a restarted gateway keeps its address.
+  const merged = { ...process.env, ...opts.env };
+  const gateway =
+    merged.LLM_BASE_URL || merged.LLM_ENDPOINTS
+      ? { port: await freePort(), adminToken: randomBytes(24).toString("hex") }
+      : undefined;
+  const gatewayUrl = gateway ? `http://127.0.0.1:${gateway.port}` : undefined;
+  let markReady: () => void = () => {};
+  const gatewayReady = gateway
+    ? new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("llm-gateway did not start within 30 s")), 30_000);
+        markReady = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      })
+    : Promise.resolve();
+  const watchGateway = (child: ChildProcess) => {
+    let buf = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      buf = (buf + d.toString()).slice(-8192);
+      if (buf.includes("llm-gateway listening")) markReady();
+    });
+  };
+  /** The environment of one service: the provider's keys only for the gateway. */
+  const serviceEnv = (svc: string): NodeJS.ProcessEnv => {
+    if (!gateway) return { ...merged };
+    if (svc === "llm-gateway") {
+      return {
+        ...merged,
+        GATEWAY_HOST: "127.0.0.1",
+        GATEWAY_PORT: String(gateway.port),
+        GATEWAY_ADMIN_TOKEN: gateway.adminToken,
+        GATEWAY_AUTH: "open",
+      };
+    }
+    const env: NodeJS.ProcessEnv = { ...merged, LLM_BASE_URL: `${gatewayUrl}/v1` };
+    delete env.LLM_API_KEY;
+    delete env.LLM_ENDPOINTS;
+    if (svc === "dispatcher")
+      Object.assign(env, { LLM_GATEWAY_ADMIN_URL: gatewayUrl, GATEWAY_ADMIN_TOKEN: gateway.adminToken });
+    return env;
+  };
   const children = new Map<string, ChildProcess>();
   const restarts: Record<string, number> = {};
   const logs = new Map<string, WriteStream>();
@@ -74,8 +138,7 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
     const child = spawn(process.execPath, [join(ROOT, "services", svc, "src", "main.ts")], {
       cwd: ROOT,
       env: {
-        ...process.env,
-        ...opts.env,
+        ...serviceEnv(svc),
         NATS_URL: nats.url,
         LONGSHOT_STATE_DIR: opts.stateDir,
         // Children find the same Node first on PATH (workers run `node --test` etc.).
@@ -83,6 +146,7 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
+    if (svc === "llm-gateway") watchGateway(child);
     child.stdout!.pipe(log, { end: false });
     child.stderr!.pipe(log, { end: false });
     children.set(svc, child);
@@ -101,10 +165,15 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
       }, 1000);
     });
   };
+  if (gateway) {
+    launch("llm-gateway");
+    await gatewayReady;
+  }
   for (const svc of CLUSTER_SERVICES) launch(svc);
 
   return {
     natsUrl: nats.url,
+    ...(gatewayUrl ? { gatewayUrl } : {}),
     stateDir: opts.stateDir,
     logDir,
     pids: () => Object.fromEntries([...children].map(([k, c]) => [k, c.pid])),

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { git, tempDir, waitFor } from "@longshot/testkit";
@@ -11,6 +11,7 @@ import { makeListRepo, writeScript } from "./fixtures.ts";
 
 const run = promisify(execFile);
 
+const KEY = "sim-e2e-secret-key-0123456789";
 let dir: Awaited<ReturnType<typeof tempDir>>;
 let sim: SimLlmProcess;
 let cluster: EmbeddedCluster;
@@ -22,7 +23,7 @@ beforeAll(async () => {
   repo = join(dir.path, "target");
   await makeListRepo(repo);
   const scriptPath = await writeScript(dir.path, 2);
-  const key = "sim-e2e-secret-key-0123456789";
+  const key = KEY;
   sim = await startSimLlmProcess(scriptPath, key);
   cluster = await startEmbeddedCluster({
     stateDir: join(dir.path, "state"),
@@ -65,6 +66,20 @@ async function eventsUntil(
 }
 
 describe("cluster end to end", () => {
+  it("runs the LLM gateway in front of the model endpoint, with per-task tokens for sandboxes", async () => {
+    expect(cluster.gatewayUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(cluster.pids()["llm-gateway"]).toBeGreaterThan(0);
+    const dispatcherLog = await waitFor(
+      async () => {
+        const text = await readFile(join(cluster.logDir, "dispatcher.log"), "utf8").catch(() => "");
+        return text.includes('"msg":"dispatching"') ? text : undefined;
+      },
+      20_000,
+      100,
+    );
+    expect(dispatcherLog).toContain('"gatewayTokens":true');
+  });
+
   it("runs every service as its own longshot-<service> process", async () => {
     for (const svc of CLUSTER_SERVICES) {
       const pid = cluster.pids()[svc]!;
@@ -122,6 +137,19 @@ describe("cluster end to end", () => {
     expect(await git(repo, "rev-parse", "HEAD")).toBe(summary.head);
     const { stdout } = await run(process.execPath, ["--test"], { cwd: repo }); // rejects on a failing test
     expect(stdout).toMatch(/pass 3/);
+    // Every model call went through the gateway (services and sandboxes), and the provider key is nowhere
+    // in the cluster's logs.
+    const metrics = await (await fetch(`${cluster.gatewayUrl}/metrics`)).text();
+    const answered = [
+      ...metrics.matchAll(/^llm_gateway_requests_total\{[^}]*status="200"[^}]*\} (\d+)/gm),
+    ].reduce((n, m) => n + Number(m[1]), 0);
+    expect(answered).toBeGreaterThanOrEqual(7); // ≥ 2 planner calls + 3 turns × 2 workers
+    for (const f of await readdir(cluster.logDir)) {
+      expect({ f, leaked: (await readFile(join(cluster.logDir, f), "utf8")).includes(KEY) }).toEqual({
+        f,
+        leaked: false,
+      });
+    }
     // Merged exactly once each: one commit per task on main beyond the initial one.
     const log = (await git(repo, "log", "--format=%s", "main")).split("\n");
     expect(log.filter((s) => s.startsWith("add-first")).length).toBe(1);

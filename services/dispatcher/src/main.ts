@@ -3,6 +3,7 @@ import { envelopeDecoder, runService } from "@longshot/bus";
 import { llmEndpoints, stateDir } from "@longshot/config";
 import { Consumers, TaskMessage } from "@longshot/contracts";
 import { createLocalSandboxProvider, reapOrphanSandboxes } from "@longshot/sandbox";
+import { createTokenIssuer } from "./adapters/gateway-tokens.ts";
 import { Scheduler } from "./domain/scheduler.ts";
 import { createTaskHandler } from "./handlers/task.ts";
 
@@ -22,7 +23,16 @@ runService("dispatcher", async ({ config, log, bus }) => {
     log,
   });
   const scheduler = new Scheduler(config.MAX_WORKERS, config.SCOPE_POLICY);
+  const tokens =
+    config.LLM_GATEWAY_ADMIN_URL && config.GATEWAY_ADMIN_TOKEN
+      ? createTokenIssuer(
+          config.LLM_GATEWAY_ADMIN_URL,
+          config.GATEWAY_ADMIN_TOKEN,
+          config.WORKER_TOKEN_BUDGET,
+        )
+      : undefined;
   const handler = createTaskHandler({
+    ...(tokens ? { tokens } : {}),
     bus,
     provider,
     scheduler,
@@ -41,7 +51,13 @@ runService("dispatcher", async ({ config, log, bus }) => {
     concurrency: prefetch,
   });
   log.info(
-    { maxWorkers: config.MAX_WORKERS, scopePolicy: config.SCOPE_POLICY, prefetch, provider: provider.name },
+    {
+      gatewayTokens: !!tokens,
+      maxWorkers: config.MAX_WORKERS,
+      scopePolicy: config.SCOPE_POLICY,
+      prefetch,
+      provider: provider.name,
+    },
     "dispatching",
   );
   return () => consumption.stop();

@@ -1,6 +1,7 @@
 import type { Bus, HandlerContext } from "@longshot/bus";
 import { type Envelope, HandoffMessage, type Task } from "@longshot/contracts";
 import type { SandboxLlm, SandboxProvider } from "@longshot/sandbox";
+import type { TokenIssuer } from "../adapters/gateway-tokens.ts";
 import type { Scheduler } from "../domain/scheduler.ts";
 
 /** Dependencies of the task handler. `timeoutMs`: WORKER_TIMEOUT in ms. */
@@ -9,6 +10,8 @@ export interface TaskHandlerDeps {
   provider: SandboxProvider;
   scheduler: Scheduler;
   llm: SandboxLlm;
+  /** When set, each sandbox gets its own gateway token instead of `llm.apiKey`. */
+  tokens?: TokenIssuer;
   timeoutMs: number;
   /** Minimum ms between two progress events of one task (tool-call bursts are coalesced). */
   progressIntervalMs?: number;
@@ -36,9 +39,10 @@ export function createTaskHandler(deps: TaskHandlerDeps) {
         meta,
       );
       let lastProgress = 0;
+      const token = deps.tokens ? await deps.tokens.issue(task) : undefined;
       const result = await deps.provider.run(task, {
         timeoutMs: deps.timeoutMs,
-        llm: deps.llm,
+        llm: token ? { ...deps.llm, apiKey: token } : deps.llm,
         onLine: (line) => {
           if (line.kind !== "progress") return;
           const now = Date.now();
@@ -59,6 +63,7 @@ export function createTaskHandler(deps: TaskHandlerDeps) {
             .catch((err) => log.warn({ err }, "progress event not published"));
         },
       });
+      if (token) await deps.tokens!.revoke(token);
       const h = result.handoff;
       await deps.bus.publish(HandoffMessage, [task.runId], h, {
         ...meta,
