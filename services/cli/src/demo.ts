@@ -14,7 +14,7 @@ export const DEMO_SCRIPT = join(ROOT, "examples", "todo-api.sim.json");
 export const DEMO_REQUEST = "Build a REST API with user authentication and todo CRUD according to SPEC.md";
 
 /**
- * Copies the demo template into a new git repository `<tmp>/longshot-demo-XXXX/todo-api` on `main`
+ * Copies the demo template into a new git repository `<tmp>/longshot-demo-<random>/todo-api` on `main`
  * (one initial commit; `receive.denyCurrentBranch=updateInstead` so merges pushed to it update its tree).
  * Returns the demo dir and the repository path.
  */

@@ -297,16 +297,25 @@ export function createPlanner(deps: PlannerDeps) {
     }
   }
 
-  async function actorFor(runId: string): Promise<RunActor | undefined> {
+  const loading = new Map<string, Promise<RunActor | undefined>>();
+  /** The live actor of a run, loading an unfinished run from KV if needed (once, even for concurrent callers). */
+  function actorFor(runId: string): Promise<RunActor | undefined> {
     const existing = actors.get(runId);
-    if (existing) return existing;
-    const entry = await (await kv()).get(runId);
-    if (entry?.operation !== "PUT") return undefined;
-    const state = entry.json<RunState>();
-    if (state.phase === "completed") return undefined;
-    const actor = new RunActor(state, entry.revision);
-    actors.set(runId, actor);
-    return actor;
+    if (existing) return Promise.resolve(existing);
+    let p = loading.get(runId);
+    if (!p) {
+      p = (async () => {
+        const entry = await (await kv()).get(runId);
+        if (entry?.operation !== "PUT") return undefined;
+        const state = entry.json<RunState>();
+        if (state.phase === "completed") return undefined;
+        const actor = new RunActor(state, entry.revision);
+        actors.set(runId, actor);
+        return actor;
+      })().finally(() => loading.delete(runId));
+      loading.set(runId, p);
+    }
+    return p;
   }
 
   return {
