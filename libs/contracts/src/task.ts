@@ -88,3 +88,22 @@ export const emptyMetrics = (): HandoffMetrics => ({
   toolCallCount: 0,
   durationMs: 0,
 });
+
+/**
+ * What a planner model (root planner or subplanner) answers: `{ scratchpad, tasks: [...] }` as asked by
+ * prompts/root-planner.md and prompts/subplanner.md. Only `description` is required per task; the planner
+ * fills in ids, branches and defaults.
+ */
+export const PlanOutput = z.object({
+  scratchpad: z.string().optional(),
+  tasks: z.array(
+    z.object({
+      id: z.string().optional(),
+      description: z.string().min(1),
+      scope: z.array(z.string()).optional(),
+      acceptance: z.string().optional(),
+      priority: z.number().int().min(1).max(10).optional(),
+    }),
+  ),
+});
+export type PlanOutput = z.infer<typeof PlanOutput>;

@@ -1,7 +1,7 @@
 import type { ServerResponse } from "node:http";
-import { setTimeout as sleepTimer } from "node:timers/promises";
 import { completionObject, errorBody, type ResponseMeta, streamEvents } from "./openai-format.ts";
 import { type ChatMessage, type CompletionPlan, errorPlan, messageText } from "./respond.ts";
+import { sleep, write } from "./stream-io.ts";
 
 /** Fault injection of a replica. Rates are probabilities in [0, 1], drawn per request from a seeded PRNG. */
 export interface FaultOptions {
@@ -138,30 +138,6 @@ export class PrefixCache {
   /** Cached blocks. */
   get size(): number {
     return this.blocks.size;
-  }
-}
-
-async function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (ms <= 0) return !signal.aborted;
-  try {
-    await sleepTimer(ms, undefined, { signal });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function write(res: ServerResponse, data: string): Promise<void> {
-  if (!res.write(data)) {
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        res.off("drain", done);
-        res.off("close", done);
-        resolve();
-      };
-      res.on("drain", done);
-      res.on("close", done);
-    });
   }
 }
 

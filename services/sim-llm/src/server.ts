@@ -1,11 +1,11 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { setTimeout as sleepTimer } from "node:timers/promises";
 import { completionObject, errorBody, type ResponseMeta, streamEvents } from "./openai-format.ts";
 import { type FaultOptions, Replica, type ReplicaOptions } from "./replica.ts";
 import { type CompletionPlan, type ErrorPlan, errorPlan, parseChatRequest, respond } from "./respond.ts";
 import { loadScript, parseScript, type Script, type ScriptInput } from "./script.ts";
+import { sleep, write } from "./stream-io.ts";
 
 /** Largest accepted request body (bytes). */
 export const MAX_BODY_BYTES = 64 * 1024 * 1024;
@@ -85,30 +85,6 @@ async function readBody(req: IncomingMessage): Promise<string | undefined> {
     chunks.push(chunk);
   }
   return Buffer.concat(chunks).toString("utf8");
-}
-
-async function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (ms <= 0) return !signal.aborted;
-  try {
-    await sleepTimer(ms, undefined, { signal });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function write(res: ServerResponse, data: string): Promise<void> {
-  if (!res.write(data)) {
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        res.off("drain", done);
-        res.off("close", done);
-        resolve();
-      };
-      res.on("drain", done);
-      res.on("close", done);
-    });
-  }
 }
 
 async function sendStream(

@@ -3,11 +3,11 @@ import {
   type EventPayload,
   type Handoff,
   type HandoffStatus,
+  PlanOutput,
   type RunSummary,
   slugify,
   type Task,
 } from "@longshot/contracts";
-import { z } from "zod";
 import type { SeenState } from "./messages.ts";
 
 /** How a task's merge ended. `skipped`: nothing to merge (failed attempt or no changes). */
@@ -109,20 +109,9 @@ export interface RunState {
   consecutiveErrors: number;
 }
 
-/** Planner model output: `{ scratchpad, tasks: [...] }` (root-planner.md). Fields beyond `description` optional. */
-export const PlannerOutput = z.object({
-  scratchpad: z.string().optional(),
-  tasks: z.array(
-    z.object({
-      id: z.string().optional(),
-      description: z.string().min(1),
-      scope: z.array(z.string()).optional(),
-      acceptance: z.string().optional(),
-      priority: z.number().int().min(1).max(10).optional(),
-    }),
-  ),
-});
-export type PlannerOutput = z.infer<typeof PlannerOutput>;
+/** Model output of this planner (the shared contract `PlanOutput`). */
+export const PlannerOutput = PlanOutput;
+export type PlannerOutput = PlanOutput;
 
 /** A fresh run state for an accepted request. */
 export function initialRunState(run: AcceptedRun, now: number): RunState {

@@ -3,10 +3,10 @@ import {
   type HandoffMetrics,
   type HandoffStatus,
   Id,
+  PlanOutput,
   slugify,
   type Task,
 } from "@longshot/contracts";
-import { z } from "zod";
 
 /** Most subtasks accepted from one model answer (a batch); extra ones are truncated (inventory §1.6). */
 export const MAX_SUBTASKS_PER_BATCH = 10;
@@ -80,20 +80,9 @@ export interface DecompositionState {
   aggregate?: Handoff;
 }
 
-/** Subplanner model output: `{ scratchpad, tasks: [...] }` (prompts/subplanner.md). */
-export const SubplannerOutput = z.object({
-  scratchpad: z.string().optional(),
-  tasks: z.array(
-    z.object({
-      id: z.string().optional(),
-      description: z.string().min(1),
-      scope: z.array(z.string()).optional(),
-      acceptance: z.string().optional(),
-      priority: z.number().int().min(1).max(10).optional(),
-    }),
-  ),
-});
-export type SubplannerOutput = z.infer<typeof SubplannerOutput>;
+/** Model output of the subplanner (the shared contract `PlanOutput`; prompts/subplanner.md). */
+export const SubplannerOutput = PlanOutput;
+export type SubplannerOutput = PlanOutput;
 
 /** The KV key of a decomposition: `<runId>.<parentTaskId>` (both ids are single KV tokens). */
 export function decompositionKey(runId: string, parentId: string): string {
