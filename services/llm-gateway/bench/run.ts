@@ -2,19 +2,24 @@
  * llm-gateway benchmark (`pnpm bench`): real processes on loopback — sim-llm replicas (`--replica`), the gateway
  * (`src/main.ts`) and this load generator.
  *
- * (a) Added latency: the same open-loop load (BENCH_RATE req/s, default 500, for BENCH_SECONDS s, default 10) of
- *     small non-streaming completions, first straight to the replicas (client-side round robin), then through
- *     the gateway. Prints p50/p90/p99 of both and the difference.
+ * (a) Added latency: open-loop load of small non-streaming completions, BENCH_RATE req/s (default 500) straight
+ *     to the replicas (client-side round robin) and the same rate through the gateway, interleaved tick by tick,
+ *     after a 3 s warm-up, in BENCH_ROUNDS rounds (default 5) of BENCH_SECONDS s (default 4). Prints p50/p90/p99
+ *     of both paths and the added latency three ways: difference of pooled percentiles, per round (and their
+ *     median), and request by request (each gateway request minus the direct one sent at the same tick); plus the
+ *     gateway's own time before the upstream call and its CPU per request.
  * (b) Routing: BENCH_AGENTS (default 64) concurrent agent loops, BENCH_TURNS (default 8) turns each, sharing a
  *     long system prompt and growing their own history (assistant reply + tool output per turn), against 4
  *     replicas that model an SGLang server (shared prefill lane, LRU prefix cache of bounded size, paced
  *     decode). Once with round robin, once with cache-aware routing, once with cache-aware + session affinity
  *     (task-id header). Prints cache hit rate (cached/prompt tokens as reported by the replicas), throughput and
  *     mean/p50/p99 time to first token. Replicas are fresh for each policy.
+ * BENCH_GATEWAY_NODE_OPTIONS becomes the gateway process's NODE_OPTIONS (e.g. `--cpu-prof`).
  * Every request loop is bounded in count and time; only 127.0.0.1 is contacted.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -29,7 +34,8 @@ const env = (name: string, def: number) => {
   return Number.isFinite(v) && v > 0 ? v : def;
 };
 const RATE = env("BENCH_RATE", 500);
-const SECONDS = env("BENCH_SECONDS", 10);
+const SECONDS = env("BENCH_SECONDS", 4);
+const ROUNDS = env("BENCH_ROUNDS", 5);
 const AGENTS = env("BENCH_AGENTS", 64);
 const TURNS = env("BENCH_TURNS", 8);
 const children: ChildProcess[] = [];
@@ -72,6 +78,10 @@ function startGatewayProcess(endpoints: { name: string; endpoint: string }[], ex
       GATEWAY_AUTH: "open",
       GATEWAY_PORT: "0",
       LOG_LEVEL: "info", // per-request lines are debug; info carries the "listening" line
+      // e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the gateway under the benchmark's load
+      ...(process.env.BENCH_GATEWAY_NODE_OPTIONS
+        ? { NODE_OPTIONS: process.env.BENCH_GATEWAY_NODE_OPTIONS }
+        : {}),
       ...extra,
     },
     (line) => {
@@ -165,24 +175,39 @@ function pct(sorted: number[], p: number): number {
 }
 const f2 = (x: number) => x.toFixed(2);
 
+/** One path's results of an {@link openLoop}. */
+interface PathResult {
+  /** Latency (ms) of request i, NaN when it failed; requests with the same index were sent at the same tick. */
+  byIndex: Float64Array;
+  /** Sorted latencies (ms) of the successful requests. */
+  latencies: number[];
+  /** Sorted `x-longshot-overhead-ms` values (gateway path only). */
+  overheads: number[];
+  errors: number;
+  /** Achieved send rate (req/s). */
+  achieved: number;
+}
+
 /**
  * Open-loop load: `rate` req/s per path for `seconds`; at every tick one request goes down each path (the
- * direct one round-robins over the replicas), so both paths share the same machine noise.
- * @returns per path: sorted latencies (ms), errors, achieved rate, and the gateway's overhead header values.
+ * direct one round-robins over the replicas), so both paths share the same machine noise. A tick that is late
+ * (the load generator was descheduled) is sent at once: latencies are not hidden by coordinated omission.
  */
-async function openLoop(paths: string[][], rate: number, seconds: number) {
+async function openLoop(paths: string[][], rate: number, seconds: number): Promise<PathResult[]> {
   const total = Math.round(rate * seconds);
   const body = JSON.stringify({
     model: "glm-5",
     messages: [{ role: "user", content: "Say something short." }],
   });
-  const out = paths.map(() => ({
-    latencies: [] as number[],
-    overheads: [] as number[],
+  const out: PathResult[] = paths.map(() => ({
+    byIndex: new Float64Array(total).fill(Number.NaN),
+    latencies: [],
+    overheads: [],
     errors: 0,
     achieved: 0,
   }));
-  const pending: Promise<void>[] = [];
+  let outstanding = 0;
+  let drained: (() => void) | undefined;
   const start = performance.now();
   for (let i = 0; i < total; i++) {
     const due = start + (i * 1000) / rate;
@@ -190,11 +215,13 @@ async function openLoop(paths: string[][], rate: number, seconds: number) {
     if (wait > 1) await sleep(wait);
     paths.forEach((targets, p) => {
       const o = out[p]!;
-      pending.push(
-        post(targets[i % targets.length]!, body).then(
+      outstanding++;
+      post(targets[i % targets.length]!, body)
+        .then(
           (r) => {
             if (r.status !== 200) o.errors++;
             else {
+              o.byIndex[i] = r.ms;
               o.latencies.push(r.ms);
               if (r.overheadMs !== undefined) o.overheads.push(r.overheadMs);
             }
@@ -202,12 +229,14 @@ async function openLoop(paths: string[][], rate: number, seconds: number) {
           () => {
             o.errors++;
           },
-        ),
-      );
+        )
+        .finally(() => {
+          if (--outstanding === 0) drained?.();
+        });
     });
   }
   const sendSeconds = (performance.now() - start) / 1000;
-  await Promise.all(pending);
+  if (outstanding > 0) await new Promise<void>((resolve) => (drained = resolve));
   for (const o of out) {
     o.latencies.sort((a, b) => a - b);
     o.overheads.sort((a, b) => a - b);
@@ -216,9 +245,27 @@ async function openLoop(paths: string[][], rate: number, seconds: number) {
   return out;
 }
 
+/** CPU time (user + system, ms) a process used so far, from `/proc/<pid>/stat`; undefined off Linux. */
+function cpuMs(pid: number | undefined): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+/** USER_HZ of /proc/<pid>/stat times (100 on Linux builds we know). */
+const CLOCK_TICKS = 100;
+
+const median = (xs: number[]) =>
+  pct(
+    [...xs].sort((a, b) => a - b),
+    50,
+  );
+
 async function benchLatency(): Promise<void> {
   print(
-    `\n(a) gateway added latency — open loop, ${RATE} req/s through the gateway and ${RATE} req/s straight to the replicas, interleaved, ${SECONDS} s, non-streaming, 3 replicas`,
+    `\n(a) gateway added latency — open loop, ${RATE} req/s through the gateway and ${RATE} req/s straight to the replicas, interleaved, ${ROUNDS} rounds × ${SECONDS} s, non-streaming, 3 replicas`,
   );
   const reps = await Promise.all([1, 2, 3].map((i) => startReplica(`lat${i}`, ["--reply-tokens", "16"])));
   const gw = await startGatewayProcess(
@@ -226,26 +273,61 @@ async function benchLatency(): Promise<void> {
     {},
   );
   const paths = [reps.map((r) => r.url), [gw.url]];
-  await openLoop(paths, RATE, 1); // warm-up (connections, JIT)
-  const [d, g] = (await openLoop(paths, RATE, SECONDS)) as [
-    Awaited<ReturnType<typeof openLoop>>[number],
-    Awaited<ReturnType<typeof openLoop>>[number],
-  ];
+  await openLoop(paths, RATE, 3); // warm-up: connections, JIT tiers, heap sizing
+  const rounds: { d: PathResult; g: PathResult }[] = [];
+  const cpu0 = cpuMs(gw.child.pid);
+  for (let r = 0; r < ROUNDS; r++) {
+    const [d, g] = (await openLoop(paths, RATE, SECONDS)) as [PathResult, PathResult];
+    rounds.push({ d, g });
+  }
+  const cpu1 = cpuMs(gw.child.pid);
+  const pooled = (k: "d" | "g") => {
+    const lat = rounds.flatMap((x) => x[k].latencies).sort((a, b) => a - b);
+    const overheads = rounds.flatMap((x) => x[k].overheads).sort((a, b) => a - b);
+    const errors = rounds.reduce((s, x) => s + x[k].errors, 0);
+    const achieved = median(rounds.map((x) => x[k].achieved));
+    return { lat, overheads, errors, achieved, requests: lat.length + errors };
+  };
+  const d = pooled("d");
+  const g = pooled("g");
   print("  path      sent req/s   p50 ms   p90 ms   p99 ms   errors");
   for (const [name, r] of [
     ["direct ", d],
     ["gateway", g],
   ] as const) {
     print(
-      `  ${name}   ${r.achieved.toFixed(0).padStart(10)}   ${f2(pct(r.latencies, 50)).padStart(6)}   ${f2(pct(r.latencies, 90)).padStart(6)}   ${f2(pct(r.latencies, 99)).padStart(6)}   ${r.errors}`,
+      `  ${name}   ${r.achieved.toFixed(0).padStart(10)}   ${f2(pct(r.lat, 50)).padStart(6)}   ${f2(pct(r.lat, 90)).padStart(6)}   ${f2(pct(r.lat, 99)).padStart(6)}   ${r.errors}`,
     );
   }
+  const perRound = rounds.map((x) => ({
+    p50: pct(x.g.latencies, 50) - pct(x.d.latencies, 50),
+    p99: pct(x.g.latencies, 99) - pct(x.d.latencies, 99),
+  }));
+  const paired: number[] = [];
+  for (const { d: rd, g: rg } of rounds) {
+    for (let i = 0; i < rd.byIndex.length; i++) {
+      const diff = rg.byIndex[i]! - rd.byIndex[i]!;
+      if (!Number.isNaN(diff)) paired.push(diff);
+    }
+  }
+  paired.sort((a, b) => a - b);
   print(
-    `  added by the gateway (difference of percentiles): p50 ${f2(pct(g.latencies, 50) - pct(d.latencies, 50))} ms, p99 ${f2(pct(g.latencies, 99) - pct(d.latencies, 99))} ms`,
+    `  added by the gateway, difference of percentiles, all rounds pooled: p50 ${f2(pct(g.lat, 50) - pct(d.lat, 50))} ms, p99 ${f2(pct(g.lat, 99) - pct(d.lat, 99))} ms`,
+  );
+  print(
+    `  added by the gateway, difference of percentiles, per round: p50 ${perRound.map((x) => f2(x.p50)).join(" ")} ms; p99 ${perRound.map((x) => f2(x.p99)).join(" ")} ms (median p50 ${f2(median(perRound.map((x) => x.p50)))}, p99 ${f2(median(perRound.map((x) => x.p99)))})`,
+  );
+  print(
+    `  added by the gateway, request by request (gateway minus the direct request sent at the same tick): p50 ${f2(pct(paired, 50))} ms, p99 ${f2(pct(paired, 99))} ms`,
   );
   print(
     `  gateway's own time before the upstream call (x-longshot-overhead-ms): p50 ${pct(g.overheads, 50).toFixed(3)} ms, p99 ${pct(g.overheads, 99).toFixed(3)} ms`,
   );
+  if (cpu0 !== undefined && cpu1 !== undefined) {
+    print(
+      `  gateway CPU per request (user + system, from /proc): ${(((cpu1 - cpu0) * 1000) / g.requests).toFixed(0)} µs`,
+    );
+  }
   await stopAll();
 }
 

@@ -1,14 +1,14 @@
 import {
   createServer,
-  request as httpRequest,
   type IncomingMessage,
+  type OutgoingHttpHeaders,
   type Server,
   type ServerResponse,
 } from "node:http";
-import { request as httpsRequest } from "node:https";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createLogger, type Logger } from "@longshot/log";
+import type { Dispatcher } from "undici";
 import { z } from "zod";
 import { type AdmissionOptions, AdmissionQueue } from "./domain/admission.ts";
 import { type BackoffOptions, backoffDelay, isRetryableStatus } from "./domain/backoff.ts";
@@ -23,8 +23,16 @@ import {
   type RoutingPolicy,
 } from "./domain/policy.ts";
 import { type ChatBodyView, viewChatBody } from "./domain/prompt.ts";
-import { SseUsageTap, type UsageCounts, usageCounts } from "./domain/sse.ts";
-import { bearerToken, forwardHeaders, readBody, safeEqual, sendError, sendJson } from "./http-util.ts";
+import { SseUsageTap, type UsageCounts, usageFromBody } from "./domain/sse.ts";
+import {
+  bearerToken,
+  forwardHeaders,
+  MAX_BODY_BYTES,
+  readBody,
+  safeEqual,
+  sendError,
+  sendJson,
+} from "./http-util.ts";
 import { createMetrics, type GatewayMetrics } from "./metrics.ts";
 import { Upstream, type UpstreamConfig, UpstreamError, type UpstreamInfo } from "./upstreams.ts";
 
@@ -80,6 +88,8 @@ export interface GatewayOptions {
   prices?: PriceTable;
   /** Bounded admission queue (back-pressure). */
   admission?: AdmissionOptions;
+  /** Largest accepted request body (bytes); a larger one gets 413 `request_too_large`. Default 64 MiB. */
+  maxBodyBytes?: number;
   /** Deadline of a whole client request, retries included (ms). Default 600 000. */
   requestTimeoutMs?: number;
   /** Per attempt: longest wait for the first response byte (streams) or the response head (ms). Default 120 000. */
@@ -156,7 +166,7 @@ type AttemptResult =
   | {
       kind: "retry";
       reason: string;
-      response?: { status: number; headers: Record<string, string | string[]>; body: Buffer };
+      response?: { status: number; headers: OutgoingHttpHeaders; body: Buffer };
     };
 
 /** Redacts a changing set of secret values from every log line before it reaches `dest`. */
@@ -184,6 +194,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const host = options.host ?? "127.0.0.1";
   const auth = options.auth ?? "tokens";
   const adminToken = options.adminToken || undefined;
+  const maxBodyBytes = options.maxBodyBytes ?? MAX_BODY_BYTES;
   const requestTimeoutMs = options.requestTimeoutMs ?? 600_000;
   const firstByteTimeoutMs = options.firstByteTimeoutMs ?? 120_000;
   const maxRetries = Math.max(0, options.retry?.maxRetries ?? 3);
@@ -207,6 +218,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     ),
   });
 
+  /** Per-request debug lines cost CPU even when dropped (their objects are built): built only at debug level. */
+  const debug = log.isLevelEnabled("debug");
   const ledger = new Ledger(options.prices ?? {});
   const admission = new AdmissionQueue(options.admission);
   const upstreams = new Map<string, Upstream>();
@@ -219,6 +232,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       const now = Date.now();
       for (const u of upstreams.values()) {
         metrics.breakerState.set({ upstream: u.name }, breakerStateValue(u.breaker.state(now)));
+        metrics.active.set({ upstream: u.name }, u.inflight);
       }
     },
   });
@@ -255,7 +269,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     policy.forget(name);
     log.info({ upstream: name, inflight: u.inflight }, "upstream removed; in-flight requests finish");
     await u.idle();
-    u.agent.destroy();
+    await u.pool.destroy();
     for (const m of [metrics.upstreamHealthy, metrics.breakerState, metrics.active])
       m.remove({ upstream: name });
   }
@@ -267,25 +281,36 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   let healthTimer: NodeJS.Timeout | undefined;
   let closed = false;
 
-  function checkOnce(u: Upstream, h: HealthCheckOptions): Promise<boolean> {
-    const url = h.mode === "models" ? u.resolve("models") : new URL("/health", u.url);
-    const headers: Record<string, string> = {};
-    if (h.mode === "models" && u.apiKey) headers.authorization = `Bearer ${u.apiKey}`;
-    return new Promise((resolve) => {
-      const send = url.protocol === "https:" ? httpsRequest : httpRequest;
-      const req = send(
-        url,
-        { method: "GET", agent: u.agent, headers, timeout: h.timeoutMs ?? 2000 },
-        (res) => {
-          res.resume();
-          res.on("end", () => resolve((res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300));
-          res.on("error", () => resolve(false));
-        },
-      );
-      req.on("timeout", () => req.destroy(new Error("health check timed out")));
-      req.on("error", () => resolve(false));
-      req.end();
-    });
+  /**
+   * GET on an upstream's pool with a deadline (ms) for the whole answer; the provider key is added when `withKey`.
+   * Resolves undefined on a connection error or timeout.
+   */
+  async function getFrom(
+    u: Upstream,
+    path: string,
+    withKey: boolean,
+    timeoutMs: number,
+  ): Promise<{ status: number; headers: OutgoingHttpHeaders; body: Buffer } | undefined> {
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (withKey && u.apiKey) headers.authorization = `Bearer ${u.apiKey}`;
+    try {
+      const r = await u.pool.request({
+        method: "GET",
+        path,
+        headers,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      const body = Buffer.from(await r.body.arrayBuffer());
+      return { status: r.statusCode, headers: forwardHeaders(r.headers), body };
+    } catch {
+      return undefined;
+    }
+  }
+
+  async function checkOnce(u: Upstream, h: HealthCheckOptions): Promise<boolean> {
+    const path = h.mode === "models" ? u.pathOf("models") : "/health";
+    const r = await getFrom(u, path, h.mode === "models", h.timeoutMs ?? 2000);
+    return r !== undefined && r.status >= 200 && r.status < 300;
   }
 
   async function runHealthChecks(h: HealthCheckOptions): Promise<void> {
@@ -364,183 +389,170 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     deadline: number;
   }
 
-  /** One attempt on one upstream. Resolves "done" once the client got its answer (or left). */
+  /**
+   * One attempt on one upstream over its undici pool. Resolves "done" once the client got its answer (or left),
+   * "retry" when the attempt failed before any byte reached the client.
+   */
   function attempt(u: Upstream, ctx: ChatContext): Promise<AttemptResult> {
     const { res, view } = ctx;
     return new Promise<AttemptResult>((resolve) => {
       u.begin();
-      metrics.active.inc({ upstream: u.name });
       let settled = false;
       let committed = false;
       let timer: NodeJS.Timeout | undefined;
+      let controller: Dispatcher.DispatchController | undefined;
+      const cancel = (why: string) => {
+        if (controller && !controller.aborted) controller.abort(new Error(why));
+      };
       const settle = (result: AttemptResult, outcome: BreakerOutcome) => {
         if (settled) return;
         settled = true;
         if (timer) clearTimeout(timer);
         ctx.signal.removeEventListener("abort", onAbort);
         u.end();
-        metrics.active.dec({ upstream: u.name });
         u.breaker.record(outcome, Date.now());
         resolve(result);
       };
-      const headers: Record<string, string | number> = {
-        "content-type": "application/json",
-        "content-length": ctx.body.length,
-        accept: view.stream ? "text/event-stream" : "application/json",
-      };
-      if (u.apiKey) headers.authorization = `Bearer ${u.apiKey}`;
-      const send = u.https ? httpsRequest : httpRequest;
-      const ureq = send({ ...u.chatTarget, method: "POST", agent: u.agent, headers });
+      // Settle before cancelling: undici reports the abort synchronously through onResponseError.
       const onAbort = () => {
-        ureq.destroy();
-        if (committed && !res.writableEnded) res.destroy();
         settle({ kind: "done" }, "neutral");
+        cancel("client request ended");
+        if (committed && !res.writableEnded) res.destroy();
       };
       ctx.signal.addEventListener("abort", onAbort, { once: true });
       const remaining = Math.max(1, Math.min(firstByteTimeoutMs, ctx.deadline - Date.now()));
       timer = setTimeout(() => {
         if (committed) return;
         metrics.requests.inc({ upstream: u.name, status: "timeout" });
-        ureq.destroy();
         settle({ kind: "retry", reason: "timeout" }, "failure");
+        cancel("first byte timeout");
       }, remaining);
 
-      ureq.on("error", (err) => {
-        if (settled) return;
-        if (!committed) {
-          metrics.requests.inc({ upstream: u.name, status: "error" });
-          log.debug({ upstream: u.name, err: err.message }, "upstream connection error");
-          settle({ kind: "retry", reason: "connect" }, "failure");
-        }
-      });
+      const headers: Record<string, string> = {
+        "content-type": "application/json",
+        "content-length": String(ctx.body.length),
+        accept: view.stream ? "text/event-stream" : "application/json",
+      };
+      if (u.apiKey) headers.authorization = `Bearer ${u.apiKey}`;
 
-      ureq.on("response", (ures) => {
-        const status = ures.statusCode ?? 502;
-        metrics.requests.inc({ upstream: u.name, status: String(status) });
-        if (status === 200 && view.stream) {
-          const tap = new SseUsageTap(ctx.strip);
-          let ended = false;
-          const commit = () => {
-            committed = true;
-            if (timer) clearTimeout(timer);
-            timer = undefined;
-            res.writeHead(200, {
-              ...forwardHeaders(ures.headers),
-              [UPSTREAM_HEADER]: u.name,
-              [OVERHEAD_HEADER]: ctx.overheadMs.toFixed(3),
-            });
-            metrics.ttft.observe({ upstream: u.name }, (performance.now() - ctx.t0) / 1000);
-          };
-          ures.on("data", (chunk: Buffer) => {
-            if (settled) return;
-            const out = tap.push(chunk);
-            if (out.length === 0) return;
-            if (!committed) commit();
-            if (!res.write(out)) {
-              ures.pause();
-              res.once("drain", () => ures.resume());
-            }
-          });
-          ures.on("end", () => {
-            ended = true;
-            if (settled) return;
+      let status = 0;
+      let upstreamHeaders: OutgoingHttpHeaders = {};
+      let tap: SseUsageTap | undefined;
+      const chunks: Buffer[] = [];
+      const commitStream = () => {
+        committed = true;
+        if (timer) clearTimeout(timer);
+        timer = undefined;
+        res.writeHead(200, {
+          ...upstreamHeaders,
+          [UPSTREAM_HEADER]: u.name,
+          [OVERHEAD_HEADER]: ctx.overheadMs.toFixed(3),
+        });
+        metrics.ttft.observe({ upstream: u.name }, (performance.now() - ctx.t0) / 1000);
+      };
+      const served = (stream: boolean, usage: UsageCounts | undefined) => {
+        const ms = performance.now() - ctx.t0;
+        metrics.duration.observe({ upstream: u.name, stream: String(stream) }, ms / 1000);
+        metrics.responses.inc({ status: String(status), stream: String(stream) });
+        if (status === 200) account(ctx.grant, view.model ?? "unknown", usage);
+        if (debug) log.debug({ upstream: u.name, status, stream, ms, usage }, "request served");
+      };
+
+      const handler: Dispatcher.DispatchHandler = {
+        onRequestStart(c) {
+          controller = c;
+          if (settled) c.abort(new Error("attempt already settled"));
+        },
+        onResponseStart(_c, statusCode, h) {
+          status = statusCode;
+          metrics.requests.inc({ upstream: u.name, status: String(status) });
+          upstreamHeaders = forwardHeaders(h);
+          if (status === 200 && view.stream) tap = new SseUsageTap(ctx.strip);
+        },
+        onResponseData(c, chunk) {
+          if (settled) return;
+          if (tap === undefined) {
+            // Non-streaming answer, or an error status: buffered whole (a failure before its end is retryable).
+            chunks.push(chunk);
+            return;
+          }
+          const out = tap.push(chunk);
+          if (out.length === 0) return;
+          if (!committed) commitStream();
+          if (!res.write(out)) {
+            c.pause();
+            res.once("drain", () => c.resume());
+          }
+        },
+        onResponseEnd() {
+          if (settled) return;
+          if (tap !== undefined) {
             const rest = tap.flush();
             if (!committed) {
               if (rest.length === 0) {
                 settle({ kind: "retry", reason: "empty_stream" }, "failure");
                 return;
               }
-              commit();
+              commitStream();
             }
             res.end(rest);
-            metrics.duration.observe(
-              { upstream: u.name, stream: "true" },
-              (performance.now() - ctx.t0) / 1000,
-            );
-            metrics.responses.inc({ status: "200", stream: "true" });
-            account(ctx.grant, view.model ?? "unknown", tap.usage);
-            log.debug(
-              {
-                upstream: u.name,
-                status: 200,
-                stream: true,
-                ms: performance.now() - ctx.t0,
-                usage: tap.usage,
-              },
-              "request served",
-            );
+            served(true, tap.usage);
             settle({ kind: "done" }, "success");
-          });
-          ures.on("close", () => {
-            if (ended || settled) return;
-            // The upstream went away mid-response.
-            if (!committed) {
-              settle({ kind: "retry", reason: "dropped" }, "failure");
-              return;
-            }
-            log.warn(
-              { upstream: u.name, ms: performance.now() - ctx.t0 },
-              "upstream dropped a stream after its first byte",
-            );
-            metrics.responses.inc({ status: "502", stream: "true" });
-            res.destroy();
-            settle({ kind: "done" }, "failure");
-          });
-          ures.on("error", () => {});
-          return;
-        }
-        // Non-streaming answer, or an error status: buffer it whole (a failure before its end is retryable).
-        const chunks: Buffer[] = [];
-        let ended = false;
-        ures.on("data", (c: Buffer) => chunks.push(c));
-        ures.on("error", () => {});
-        ures.on("close", () => {
-          if (!ended && !settled) settle({ kind: "retry", reason: "dropped" }, "failure");
-        });
-        ures.on("end", () => {
-          ended = true;
-          if (settled) return;
+            return;
+          }
           const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-          const fwd = forwardHeaders(ures.headers) as Record<string, string | string[]>;
           if (isRetryableStatus(status)) {
             settle(
-              { kind: "retry", reason: String(status), response: { status, headers: fwd, body } },
+              {
+                kind: "retry",
+                reason: String(status),
+                response: { status, headers: upstreamHeaders, body },
+              },
               status === 429 ? "neutral" : "failure",
             );
             return;
           }
           committed = true;
           res.writeHead(status, {
-            ...fwd,
+            ...upstreamHeaders,
             "content-length": body.length,
             [UPSTREAM_HEADER]: u.name,
             [OVERHEAD_HEADER]: ctx.overheadMs.toFixed(3),
           });
           res.end(body);
           metrics.ttft.observe({ upstream: u.name }, (performance.now() - ctx.t0) / 1000);
-          metrics.duration.observe(
-            { upstream: u.name, stream: String(view.stream) },
-            (performance.now() - ctx.t0) / 1000,
-          );
-          metrics.responses.inc({ status: String(status), stream: String(view.stream) });
-          let usage: UsageCounts | undefined;
-          if (status === 200) {
-            try {
-              const parsed = JSON.parse(body.toString("utf8")) as { usage?: unknown; model?: unknown };
-              usage = usageCounts(parsed.usage);
-            } catch {
-              usage = undefined;
-            }
-            account(ctx.grant, view.model ?? "unknown", usage);
-          }
-          log.debug(
-            { upstream: u.name, status, stream: view.stream, ms: performance.now() - ctx.t0, usage },
-            "request served",
-          );
+          served(view.stream, status === 200 ? usageFromBody(body) : undefined);
           settle({ kind: "done" }, status < 400 ? "success" : "neutral");
-        });
-      });
-      ureq.end(ctx.body);
+        },
+        onResponseError(_c, err) {
+          if (settled) return;
+          if (!committed) {
+            if (status === 0) {
+              metrics.requests.inc({ upstream: u.name, status: "error" });
+              if (debug) log.debug({ upstream: u.name, err: err.message }, "upstream connection error");
+              settle({ kind: "retry", reason: "connect" }, "failure");
+            } else {
+              // The upstream went away mid-response, before anything reached the client.
+              settle({ kind: "retry", reason: "dropped" }, "failure");
+            }
+            return;
+          }
+          log.warn(
+            { upstream: u.name, ms: performance.now() - ctx.t0, err: err.message },
+            "upstream dropped a stream after its first byte",
+          );
+          metrics.responses.inc({ status: "502", stream: "true" });
+          res.destroy();
+          settle({ kind: "done" }, "failure");
+        },
+      };
+      try {
+        u.pool.dispatch({ path: u.chatPath, method: "POST", headers, body: ctx.body }, handler);
+      } catch (err) {
+        metrics.requests.inc({ upstream: u.name, status: "error" });
+        log.warn({ upstream: u.name, err: (err as Error).message }, "upstream dispatch failed");
+        settle({ kind: "retry", reason: "connect" }, "failure");
+      }
     });
   }
 
@@ -638,9 +650,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   async function chat(req: IncomingMessage, res: ServerResponse, t0: number): Promise<void> {
     const grant = authenticate(req, res);
     if (grant === undefined) return;
-    const raw = await readBody(req);
+    const raw = await readBody(req, maxBodyBytes);
     if (raw === undefined) {
-      sendError(res, 413, "request_too_large", "request body exceeds 64 MiB");
+      sendError(res, 413, "request_too_large", `request body exceeds ${maxBodyBytes} bytes`);
       return;
     }
     let parsed: unknown;
@@ -728,35 +740,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   /** GET passthrough (`/v1/models…`): tries each eligible upstream once. */
   async function passthroughGet(res: ServerResponse, path: string): Promise<void> {
-    const now = Date.now();
-    for (const u of candidates(now, new Set())) {
-      const url = u.resolve(path);
-      const headers: Record<string, string> = { accept: "application/json" };
-      if (u.apiKey) headers.authorization = `Bearer ${u.apiKey}`;
-      const result = await new Promise<
-        { status: number; headers: Record<string, string | string[]>; body: Buffer } | undefined
-      >((resolve) => {
-        const send = url.protocol === "https:" ? httpsRequest : httpRequest;
-        const r = send(
-          url,
-          { method: "GET", agent: u.agent, headers, timeout: firstByteTimeoutMs },
-          (ures) => {
-            const chunks: Buffer[] = [];
-            ures.on("data", (c: Buffer) => chunks.push(c));
-            ures.on("end", () =>
-              resolve({
-                status: ures.statusCode ?? 502,
-                headers: forwardHeaders(ures.headers) as Record<string, string | string[]>,
-                body: Buffer.concat(chunks),
-              }),
-            );
-            ures.on("error", () => resolve(undefined));
-          },
-        );
-        r.on("timeout", () => r.destroy());
-        r.on("error", () => resolve(undefined));
-        r.end();
-      });
+    for (const u of candidates(Date.now(), new Set())) {
+      const result = await getFrom(u, u.pathOf(path), true, firstByteTimeoutMs);
       if (result === undefined || result.status >= 500) continue;
       res.writeHead(result.status, {
         ...result.headers,
@@ -1000,7 +985,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         }
         server.closeAllConnections();
         await stopped;
-        for (const u of upstreams.values()) u.agent.destroy();
+        await Promise.all([...upstreams.values()].map((u) => u.pool.destroy()));
       })();
       return closing;
     },

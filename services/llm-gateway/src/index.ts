@@ -43,7 +43,7 @@ export {
 } from "./domain/policy.ts";
 export { type PrefixMatch, PrefixTree, type PrefixTreeOptions } from "./domain/prefix-tree.ts";
 export { type ChatBodyView, promptKey, viewChatBody } from "./domain/prompt.ts";
-export { SseUsageTap, type UsageCounts, usageCounts, type WireUsage } from "./domain/sse.ts";
+export { SseUsageTap, type UsageCounts, usageCounts, usageFromBody, type WireUsage } from "./domain/sse.ts";
 export { SmoothWeightedRoundRobin, type Weighted } from "./domain/wrr.ts";
 export {
   type Gateway,

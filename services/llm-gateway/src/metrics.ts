@@ -25,7 +25,8 @@ export interface GatewayMetrics {
 }
 
 /**
- * Creates the metrics on a new registry. `collect` hooks read live gauges (queue depth, breaker states) at
+ * Creates the metrics on a new registry. `collect` hooks read live gauges (queue depth, breaker states, active
+ * requests) at
  * scrape time through `sample`.
  */
 export function createMetrics(sample: { queueDepth(): number; refresh(): void }): GatewayMetrics {
@@ -104,6 +105,9 @@ export function createMetrics(sample: { queueDepth(): number; refresh(): void })
       help: "Requests in flight per upstream.",
       labelNames: ["upstream"] as const,
       registers: r,
+      collect() {
+        sample.refresh(); // read from the upstreams at scrape time, not updated per request
+      },
     }),
     queueDepth: new Gauge({
       name: "llm_gateway_queue_depth",

@@ -1,5 +1,13 @@
 import { describe, expect, it } from "vitest";
-import { costOf, Ledger, promptKey, SseUsageTap, usageCounts, viewChatBody } from "../src/index.ts";
+import {
+  costOf,
+  Ledger,
+  promptKey,
+  SseUsageTap,
+  usageCounts,
+  usageFromBody,
+  viewChatBody,
+} from "../src/index.ts";
 
 describe("ledger: tokens, budgets, cost", () => {
   const prices = { "glm-5": { inputPerMTok: 1, cachedInputPerMTok: 0.2, outputPerMTok: 4 } };
@@ -98,6 +106,21 @@ describe("SSE usage tap", () => {
       expect(Buffer.concat(out).toString()).toBe(`${content}data: [DONE]\n\n`);
       expect(tap.usage?.promptTokens).toBe(7);
     }
+  });
+
+  it("reads a non-streaming body's usage without being fooled by usage-like text in the message", () => {
+    const usage = { prompt_tokens: 120, completion_tokens: 7, prompt_tokens_details: { cached_tokens: 64 } };
+    const expected = { promptTokens: 120, completionTokens: 7, cachedTokens: 64 };
+    const body = (o: unknown, space?: number) => Buffer.from(JSON.stringify(o, null, space));
+    const content = 'here is JSON: {"usage": {"prompt_tokens": 999999}} and a brace }';
+    const completion = { id: "c1", choices: [{ index: 0, message: { role: "assistant", content } }], usage };
+    expect(usageFromBody(body(completion))).toEqual(expected);
+    expect(usageFromBody(body(completion, 2))).toEqual(expected); // pretty-printed
+    // usage before the choices: the last "usage" key is inside the (escaped) content, so the body is parsed whole
+    expect(usageFromBody(body({ usage, choices: completion.choices }))).toEqual(expected);
+    expect(usageFromBody(body({ id: "c2", choices: [], usage: null }))).toBeUndefined();
+    expect(usageFromBody(body({ id: "c3", choices: [] }))).toBeUndefined();
+    expect(usageFromBody(Buffer.from("not json"))).toBeUndefined();
   });
 
   it("reads usage objects defensively", () => {

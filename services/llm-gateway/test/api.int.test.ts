@@ -86,6 +86,7 @@ beforeAll(async () => {
     logLevel: "debug",
     logDestination: { write: (l) => void logs.push(l) },
     health: { intervalMs: 200 },
+    maxBodyBytes: 256 * 1024,
   });
 });
 
@@ -238,6 +239,33 @@ describe("llm-gateway API with the openai SDK in front of 3 sim-llm replicas", (
       .catch((e) => e);
     expect(runErr.code).toBe("budget_exceeded");
     expect(runErr.message).toContain("for run run-budget");
+  });
+
+  it("answers a too-large or malformed body with a clear 4xx and keeps serving", async () => {
+    const token = await issue({ runId: "run-body" });
+    const post = (body: string) =>
+      fetch(`${gw.url}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+        body,
+      });
+    const big = JSON.stringify({
+      model: "glm-5",
+      messages: [{ role: "user", content: "x".repeat(300_000) }],
+    });
+    const tooLarge = await post(big);
+    expect(tooLarge.status).toBe(413);
+    expect(((await tooLarge.json()) as { error: { code: string } }).error.code).toBe("request_too_large");
+    const notJson = await post("{oops");
+    expect(notJson.status).toBe(400);
+    expect(((await notJson.json()) as { error: { code: string } }).error.code).toBe("invalid_json");
+    const noMessages = await post(JSON.stringify({ model: "glm-5" }));
+    expect(noMessages.status).toBe(400);
+    const ok = await clientFor(token).chat.completions.create({
+      model: "glm-5",
+      messages: [{ role: "user", content: "hello after bad input" }],
+    });
+    expect(ok.choices[0]?.message).toBeDefined();
   });
 
   it("needs a gateway token on /v1 and the admin token on /admin", async () => {

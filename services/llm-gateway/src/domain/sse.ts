@@ -25,6 +25,52 @@ export function usageCounts(u: unknown): UsageCounts | undefined {
   };
 }
 
+const USAGE_KEY = Buffer.from('"usage"');
+
+/**
+ * Token counts of a non-streaming chat completion body. Cheap path: the last unescaped `"usage"` key, the object
+ * after it cut out by brace counting (strings skipped) and parsed alone — OpenAI-compatible servers put `usage`
+ * at the top level, and a key inside a message's text is escaped (`\"usage\"`). If that finds no usage object,
+ * the whole body is parsed. @returns undefined when the body has no usage (or is not JSON).
+ */
+export function usageFromBody(body: Buffer): UsageCounts | undefined {
+  const key = body.lastIndexOf(USAGE_KEY);
+  if (key > 0 && body[key - 1] !== 0x5c) {
+    let i = key + USAGE_KEY.length;
+    while (i < body.length && (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09))
+      i++;
+    if (body[i] === 0x3a /* : */) {
+      i++;
+      while (i < body.length && body[i] !== 0x7b /* { */ && body[i] !== 0x6e /* n(ull) */) i++;
+      const start = i;
+      let depth = 0;
+      let inString = false;
+      for (; i < body.length; i++) {
+        const c = body[i];
+        if (inString) {
+          if (c === 0x5c) i++;
+          else if (c === 0x22) inString = false;
+        } else if (c === 0x22) inString = true;
+        else if (c === 0x7b) depth++;
+        else if (c === 0x7d && --depth === 0) {
+          try {
+            const counts = usageCounts(JSON.parse(body.toString("utf8", start, i + 1)));
+            if (counts) return counts;
+          } catch {
+            // fall through to the whole-body parse
+          }
+          break;
+        }
+      }
+    }
+  }
+  try {
+    return usageCounts((JSON.parse(body.toString("utf8")) as { usage?: unknown }).usage);
+  } catch {
+    return undefined;
+  }
+}
+
 const LF_LF = Buffer.from("\n\n");
 
 /**
