@@ -1,6 +1,7 @@
 export * from "./envelope.ts";
 export * from "./events.ts";
 export * from "./ids.ts";
+export * from "./llm-usage.ts";
 export * from "./messages.ts";
 export * from "./request.ts";
 export * from "./routing.ts";

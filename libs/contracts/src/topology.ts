@@ -156,4 +156,8 @@ export const Buckets = {
   decompositions: "longshot-decompositions",
   /** Merger's record of merged tasks, key = `<runId>.<taskId>` → merged sha. */
   merged: "longshot-merged",
+  /** LLM gateway's token grants, key = SHA-256 of the token (base64url) → `{runId, taskId?, role?, budgetTokens?}`. */
+  llmTokens: "longshot-llm-tokens",
+  /** LLM gateway's usage per run, key = runId → tokens and cost by task, role and model (see llm-gateway). */
+  llmUsage: "longshot-llm-usage",
 } as const;

@@ -58,6 +58,20 @@ export interface ClusterOptions {
  * `restart: unless-stopped`), at most 10 times. Services need no readiness wait: durable consumers hold
  * messages until they attach.
  */
+/**
+ * Issues a gateway token for a cluster service (`POST /admin/tokens`, run `cluster`, role = the service), so its
+ * usage is accounted by role. @throws when the gateway refuses.
+ */
+async function issueServiceToken(gatewayUrl: string, adminToken: string, service: string): Promise<string> {
+  const res = await fetch(`${gatewayUrl}/admin/tokens`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
+    body: JSON.stringify({ runId: "cluster", role: service }),
+  });
+  if (res.status !== 201) throw new Error(`llm-gateway refused a token for ${service}: HTTP ${res.status}`);
+  return ((await res.json()) as { token: string }).token;
+}
+
 export async function startEmbeddedCluster(opts: ClusterOptions): Promise<EmbeddedCluster> {
   const logDir = join(opts.stateDir, "logs");
   await mkdir(logDir, { recursive: true });
@@ -114,16 +128,21 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
         GATEWAY_HOST: "127.0.0.1",
         GATEWAY_PORT: String(gateway.port),
         GATEWAY_ADMIN_TOKEN: gateway.adminToken,
-        GATEWAY_AUTH: "open",
+        GATEWAY_AUTH: "tokens",
       };
     }
     const env: NodeJS.ProcessEnv = { ...merged, LLM_BASE_URL: `${gatewayUrl}/v1` };
     delete env.LLM_API_KEY;
     delete env.LLM_ENDPOINTS;
+    // Each service calls the gateway with its own token (kept in NATS KV by the gateway, so a restarted
+    // gateway still knows it); sandboxes get per-task tokens from the dispatcher.
+    const token = serviceTokens.get(svc);
+    if (token) env.LLM_API_KEY = token;
     if (svc === "dispatcher")
       Object.assign(env, { LLM_GATEWAY_ADMIN_URL: gatewayUrl, GATEWAY_ADMIN_TOKEN: gateway.adminToken });
     return env;
   };
+  const serviceTokens = new Map<string, string>();
   const children = new Map<string, ChildProcess>();
   const restarts: Record<string, number> = {};
   const logs = new Map<string, WriteStream>();
@@ -168,6 +187,9 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
   if (gateway) {
     launch("llm-gateway");
     await gatewayReady;
+    for (const svc of CLUSTER_SERVICES) {
+      serviceTokens.set(svc, await issueServiceToken(gatewayUrl!, gateway.adminToken, svc));
+    }
   }
   for (const svc of CLUSTER_SERVICES) launch(svc);
 

@@ -1,7 +1,9 @@
 import type { Bus } from "@longshot/bus";
 import {
+  Buckets,
   type EventPayload,
   type EventType,
+  LlmRunUsage,
   type RequestError,
   type RunSummary,
   Subjects,
@@ -135,4 +137,30 @@ export function formatSummary(runId: string, s: RunSummary): string {
     `  tokens      ${s.tokens}`,
     `  repository  ${s.repo}${s.head ? ` (main at ${s.head.slice(0, 8)})` : ""}`,
   ].join("\n");
+}
+
+/**
+ * The LLM gateway's usage record of a run (KV `Buckets.llmUsage`), or undefined when there is none (no gateway in
+ * front of the model, or no request of the run reached it) or it does not parse.
+ */
+export async function readLlmUsage(bus: Bus, runId: string): Promise<LlmRunUsage | undefined> {
+  try {
+    const e = await (await bus.kv(Buckets.llmUsage)).get(runId);
+    if (e === null || e.operation !== "PUT") return undefined;
+    const p = LlmRunUsage.safeParse(JSON.parse(e.string()));
+    return p.success ? p.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * One summary line of a run's LLM usage as the gateway counted it on the run's tokens (its sandboxes; the
+ * services' own calls are accounted to run `cluster`). Cost in the price table's currency, shown when priced.
+ */
+export function formatLlmUsage(u: LlmRunUsage): string {
+  const n = (x: number) => Math.round(x).toLocaleString("en-US");
+  const cachedPct = u.promptTokens > 0 ? Math.round((100 * u.cachedTokens) / u.promptTokens) : 0;
+  const cost = u.cost > 0 ? `, cost ${u.cost.toFixed(4)}` : "";
+  return `  llm usage   ${n(u.requests)} requests, ${n(u.totalTokens)} tokens (prompt ${n(u.promptTokens)}, ${cachedPct} % cached; completion ${n(u.completionTokens)})${cost} through the gateway on the run's tokens`;
 }

@@ -10,7 +10,7 @@ import { createLogger } from "@longshot/log";
 import { Command, InvalidArgumentError } from "commander";
 import { type EmbeddedCluster, startEmbeddedCluster } from "./cluster.ts";
 import { DEMO_REQUEST, DEMO_SCRIPT, prepareDemoRepo, startSimLlmProcess } from "./demo.ts";
-import { followRun, formatSummary } from "./follow.ts";
+import { followRun, formatLlmUsage, formatSummary, readLlmUsage } from "./follow.ts";
 
 process.title = "longshot-cli";
 const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -72,6 +72,8 @@ async function submit(req: RunRequest, opts: RunOptions = {}): Promise<number> {
         return 2;
       }
       out(formatSummary(runId, result.summary));
+      const usage = await readLlmUsage(bus, runId);
+      if (usage) out(formatLlmUsage(usage));
       return result.summary.status === "green" ? 0 : 1;
     } finally {
       await bus.close();

@@ -2,11 +2,14 @@ import { execFile } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { connectBus } from "@longshot/bus";
+import { createLogger } from "@longshot/log";
 import { git, tempDir, waitFor } from "@longshot/testkit";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLUSTER_SERVICES, type EmbeddedCluster, startEmbeddedCluster } from "../src/cluster.ts";
 import { type SimLlmProcess, startSimLlmProcess } from "../src/demo.ts";
+import { formatLlmUsage, readLlmUsage } from "../src/follow.ts";
 import { makeListRepo, writeScript } from "./fixtures.ts";
 
 const run = promisify(execFile);
@@ -144,6 +147,36 @@ describe("cluster end to end", () => {
       ...metrics.matchAll(/^llm_gateway_requests_total\{[^}]*status="200"[^}]*\} (\d+)/gm),
     ].reduce((n, m) => n + Number(m[1]), 0);
     expect(answered).toBeGreaterThanOrEqual(7); // ≥ 2 planner calls + 3 turns × 2 workers
+    // The gateway accounted the sandboxes' calls to their run and task (per-task tokens), the planner's to its
+    // service token; it serves nobody without a token; the CLI's usage reader finds the run's record in KV.
+    const bus = await connectBus({
+      servers: cluster.natsUrl,
+      name: "e2e-usage",
+      log: createLogger({ service: "e2e", level: "warn" }),
+    });
+    try {
+      const usage = await waitFor(
+        async () => {
+          const u = await readLlmUsage(bus, runId);
+          return u && Object.keys(u.byTask).length >= 2 ? u : undefined;
+        },
+        10_000,
+        100,
+      );
+      expect(Object.keys(usage.byTask).sort()).toEqual(["add-first", "add-last"]);
+      expect(usage.byRole.worker!.requests).toBeGreaterThanOrEqual(6);
+      expect(usage.totalTokens).toBeGreaterThan(0);
+      expect(formatLlmUsage(usage)).toMatch(/llm usage {3}\d+ requests, [\d,]+ tokens/);
+      const services = await readLlmUsage(bus, "cluster");
+      expect(services!.byRole.planner!.requests).toBeGreaterThanOrEqual(2);
+    } finally {
+      await bus.close();
+    }
+    const anonymous = await fetch(`${cluster.gatewayUrl}/v1/chat/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model: "x", messages: [{ role: "user", content: "hi" }] }),
+    });
+    expect(anonymous.status).toBe(401);
     for (const f of await readdir(cluster.logDir)) {
       expect({ f, leaked: (await readFile(join(cluster.logDir, f), "utf8")).includes(KEY) }).toEqual({
         f,

@@ -13,7 +13,15 @@ import { z } from "zod";
 import { type AdmissionOptions, AdmissionQueue } from "./domain/admission.ts";
 import { type BackoffOptions, backoffDelay, isRetryableStatus } from "./domain/backoff.ts";
 import { type BreakerOptions, type BreakerOutcome, breakerStateValue } from "./domain/breaker.ts";
-import { type Grant, Ledger, type PriceTable, type RunUsage } from "./domain/ledger.ts";
+import {
+  type BudgetRefusal,
+  type Grant,
+  hashToken,
+  Ledger,
+  type PriceTable,
+  type Reservation,
+  type RunUsage,
+} from "./domain/ledger.ts";
 import {
   type CacheAwareOptions,
   type Candidate,
@@ -34,6 +42,7 @@ import {
   sendJson,
 } from "./http-util.ts";
 import { createMetrics, type GatewayMetrics } from "./metrics.ts";
+import type { LedgerStore } from "./store.ts";
 import { Upstream, type UpstreamConfig, UpstreamError, type UpstreamInfo } from "./upstreams.ts";
 
 /** Header a worker sends with its task id: session affinity keeps a task on one replica. */
@@ -84,6 +93,13 @@ export interface GatewayOptions {
    * requests without a known token are accounted to run `"anonymous"`.
    */
   auth?: "tokens" | "open";
+  /**
+   * Durable grants and usage (e.g. {@link natsLedgerStore}): tokens survive a restart, budgets keep counting what
+   * a run already used. Without it the ledger lives in memory only.
+   */
+  store?: LedgerStore;
+  /** How often changed run usage is written to the store (ms). Default 1 000. */
+  usageFlushMs?: number;
   /** Price table for cost accounting (model → prices per million tokens; `"*"` is the fallback). */
   prices?: PriceTable;
   /** Bounded admission queue (back-pressure). */
@@ -130,10 +146,13 @@ export interface Gateway {
   url: string;
   port: number;
   upstreams: UpstreamAdmin;
-  /** Issues a bearer token (same as `POST /admin/tokens`). */
-  issueToken(grant: Grant): string;
-  /** Usage of one run, or every run. */
-  usage(runId?: string): RunUsage[];
+  /**
+   * Issues a bearer token (same as `POST /admin/tokens`); with a store, resolves once the grant is stored.
+   * @throws the store's error (the token is then not issued).
+   */
+  issueToken(grant: Grant): Promise<string>;
+  /** Usage of one run (read from the store when this process has not seen it), or of every run seen. */
+  usage(runId?: string): Promise<RunUsage[]>;
   /** The Prometheus text of `/metrics`. */
   metricsText(): Promise<string>;
   /** The policy in use. */
@@ -221,6 +240,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   /** Per-request debug lines cost CPU even when dropped (their objects are built): built only at debug level. */
   const debug = log.isLevelEnabled("debug");
   const ledger = new Ledger(options.prices ?? {});
+  const store = options.store;
+  /** Runs whose stored usage was merged into the ledger (once per process), and loads in progress. */
+  const loadedRuns = new Set<string>();
+  const loadingRuns = new Map<string, Promise<void>>();
+  /** Runs with usage not yet written to the store. */
+  const dirtyRuns = new Set<string>();
+  const flushTimer = store
+    ? setInterval(() => void flushUsage(), options.usageFlushMs ?? 1000).unref()
+    : undefined;
   const admission = new AdmissionQueue(options.admission);
   const upstreams = new Map<string, Upstream>();
   let inflightClients = 0;
@@ -367,6 +395,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   function account(grant: Grant, model: string, usage: UsageCounts | undefined): void {
     if (usage === undefined) return;
     const cost = ledger.record(grant, model, usage);
+    if (store) dirtyRuns.add(grant.runId);
     const role = grant.role ?? "unknown";
     metrics.tokens.inc({ model, role, type: "prompt" }, usage.promptTokens);
     metrics.tokens.inc({ model, role, type: "completion" }, usage.completionTokens);
@@ -630,9 +659,23 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     );
   }
 
-  function authenticate(req: IncomingMessage, res: ServerResponse): Grant | undefined {
+  /** The grant of a token: memory first, then the store (a token issued before a restart). */
+  async function grantOf(token: string): Promise<Grant | undefined> {
+    const hash = hashToken(token);
+    const known = ledger.grantOf(hash);
+    if (known !== undefined || store === undefined) return known;
+    try {
+      const stored = await store.getGrant(hash);
+      return stored === undefined ? undefined : ledger.putGrant(hash, stored);
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, "token store lookup failed");
+      return undefined;
+    }
+  }
+
+  async function authenticate(req: IncomingMessage, res: ServerResponse): Promise<Grant | undefined> {
     const token = bearerToken(req.headers);
-    const grant = token === undefined ? undefined : ledger.lookup(token);
+    const grant = token === undefined ? undefined : await grantOf(token);
     if (grant) return grant;
     if (auth === "open") return ANONYMOUS;
     metrics.rejected.inc({ reason: "unauthorized" });
@@ -647,8 +690,73 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     return undefined;
   }
 
+  /** Loads a run's stored usage once per process, before its first budget check. */
+  function ensureRunLoaded(runId: string): Promise<void> | undefined {
+    if (store === undefined || loadedRuns.has(runId)) return undefined;
+    let p = loadingRuns.get(runId);
+    if (p === undefined) {
+      const st = store;
+      p = (async () => {
+        try {
+          const snapshot = await st.getUsage(runId);
+          if (snapshot) ledger.restoreUsage(snapshot);
+          loadedRuns.add(runId);
+        } catch (err) {
+          log.warn({ runId, err: (err as Error).message }, "usage store read failed; counting from memory");
+        } finally {
+          loadingRuns.delete(runId);
+        }
+      })();
+      loadingRuns.set(runId, p);
+    }
+    return p;
+  }
+
+  async function flushUsage(): Promise<void> {
+    if (store === undefined || dirtyRuns.size === 0) return;
+    const runs = [...dirtyRuns];
+    dirtyRuns.clear();
+    await Promise.all(
+      runs.map(async (runId) => {
+        const u = ledger.usage(runId);
+        if (u === undefined) return;
+        try {
+          await store.putUsage(u);
+        } catch (err) {
+          dirtyRuns.add(runId);
+          log.warn({ runId, err: (err as Error).message }, "usage store write failed; will retry");
+        }
+      }),
+    );
+  }
+
+  function refuseBudget(res: ServerResponse, grant: Grant, refusal: BudgetRefusal, stream: boolean): void {
+    metrics.budgetRejections.inc({ scope: refusal.scope });
+    metrics.responses.inc({ status: "429", stream: String(stream) });
+    const who =
+      refusal.scope === "task" ? `task ${grant.taskId} of run ${grant.runId}` : `run ${grant.runId}`;
+    log.info({ runId: grant.runId, taskId: grant.taskId, ...refusal }, "request refused: budget");
+    if (refusal.reservedTokens === 0) {
+      sendError(
+        res,
+        429,
+        "budget_exceeded",
+        `token budget exceeded for ${who}: used ${refusal.usedTokens} of ${refusal.budgetTokens} tokens`,
+        { type: "budget_exceeded", headers: { "x-should-retry": "false" } },
+      );
+      return;
+    }
+    sendError(
+      res,
+      429,
+      "budget_reserved",
+      `token budget of ${who} is held by its requests in flight: used ${refusal.usedTokens} + about ${refusal.reservedTokens} in flight of ${refusal.budgetTokens} tokens; retry when they finish`,
+      { type: "budget_exceeded", headers: { "retry-after": "1" } },
+    );
+  }
+
   async function chat(req: IncomingMessage, res: ServerResponse, t0: number): Promise<void> {
-    const grant = authenticate(req, res);
+    const grant = await authenticate(req, res);
     if (grant === undefined) return;
     const raw = await readBody(req, maxBodyBytes);
     if (raw === undefined) {
@@ -667,22 +775,31 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       sendError(res, 400, "invalid_request", "invalid chat completion request: messages must be an array");
       return;
     }
-    const refusal = ledger.check(grant);
-    if (refusal) {
-      metrics.budgetRejections.inc({ scope: refusal.scope });
-      metrics.responses.inc({ status: "429", stream: String(view.stream) });
-      const who =
-        refusal.scope === "task" ? `task ${grant.taskId} of run ${grant.runId}` : `run ${grant.runId}`;
-      log.info({ runId: grant.runId, taskId: grant.taskId, ...refusal }, "request refused: budget exceeded");
-      sendError(
-        res,
-        429,
-        "budget_exceeded",
-        `token budget exceeded for ${who}: used ${refusal.usedTokens} of ${refusal.budgetTokens} tokens`,
-        { type: "budget_exceeded", headers: { "x-should-retry": "false" } },
-      );
+    const loading = ensureRunLoaded(grant.runId);
+    if (loading) await loading;
+    // Estimated size of this request (≈ 4 bytes per prompt token, plus the completion cap it asked for).
+    const estimate = Math.ceil(raw.length / 4) + (view.maxTokens ?? 0);
+    const admitted = ledger.admit(grant, estimate);
+    if (!("tokens" in admitted)) {
+      refuseBudget(res, grant, admitted, view.stream);
       return;
     }
+    try {
+      await serve(req, res, t0, grant, view, parsed, raw);
+    } finally {
+      ledger.release(admitted satisfies Reservation);
+    }
+  }
+
+  async function serve(
+    req: IncomingMessage,
+    res: ServerResponse,
+    t0: number,
+    grant: Grant,
+    view: ChatBodyView,
+    parsed: unknown,
+    raw: Buffer,
+  ): Promise<void> {
     let body = raw;
     let strip = false;
     if (view.stream && !view.includeUsage) {
@@ -844,7 +961,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (path === "/admin/tokens" && method === "POST") {
         const p = IssueTokenBody.safeParse(body);
         if (!p.success) return sendError(res, 400, "invalid_request", issuesText(p.error));
-        const token = ledger.issue(p.data);
+        let token: string;
+        try {
+          token = await issue(p.data);
+        } catch (err) {
+          log.error({ err: (err as Error).message }, "token store write failed; token not issued");
+          return sendError(res, 503, "store_unavailable", "could not store the token; retry");
+        }
         log.info(
           { runId: p.data.runId, taskId: p.data.taskId, budgetTokens: p.data.budgetTokens },
           "token issued",
@@ -854,13 +977,24 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (path === "/admin/tokens" && method === "DELETE") {
         const t = (body as { token?: unknown } | undefined)?.token;
         if (typeof t !== "string") return sendError(res, 400, "invalid_request", "body must be {token}");
-        return ledger.revoke(t)
+        const hash = hashToken(t);
+        let known = ledger.dropGrant(hash);
+        if (store) {
+          try {
+            known ||= (await store.getGrant(hash)) !== undefined;
+            await store.deleteGrant(hash);
+          } catch (err) {
+            log.error({ err: (err as Error).message }, "token store delete failed");
+            return sendError(res, 503, "store_unavailable", "could not revoke the token in the store; retry");
+          }
+        }
+        return known
           ? sendJson(res, 200, { revoked: true })
           : sendError(res, 404, "unknown_token", "unknown token");
       }
       if (path === "/admin/usage" && method === "GET") {
         const runId = new URL(req.url ?? "/", "http://x").searchParams.get("runId") ?? undefined;
-        return sendJson(res, 200, { runs: usageOf(runId) });
+        return sendJson(res, 200, { runs: await usageOf(runId) });
       }
       sendError(res, 404, "not_found", `unknown admin route ${method} ${path}`);
     } catch (err) {
@@ -877,10 +1011,26 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
   }
 
-  function usageOf(runId?: string): RunUsage[] {
+  async function usageOf(runId?: string): Promise<RunUsage[]> {
     if (runId === undefined) return ledger.allUsage();
+    await ensureRunLoaded(runId);
     const u = ledger.usage(runId);
     return u ? [u] : [];
+  }
+
+  /** Issues a token; with a store, the grant is stored before the token is handed out. */
+  async function issue(grant: Grant): Promise<string> {
+    const token = ledger.issue(grant);
+    if (store) {
+      const hash = hashToken(token);
+      try {
+        await store.putGrant(hash, ledger.grantOf(hash)!);
+      } catch (err) {
+        ledger.dropGrant(hash);
+        throw err;
+      }
+    }
+    return token;
   }
 
   // ---- server -----------------------------------------------------------------------------------------------
@@ -894,7 +1044,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
     if (path === "/v1/models" || path.startsWith("/v1/models/")) {
       if (method !== "GET") return sendError(res, 405, "method_not_allowed", `use GET on ${path}`);
-      if (authenticate(req, res) === undefined) return;
+      if ((await authenticate(req, res)) === undefined) return;
       return passthroughGet(res, path.slice("/v1/".length));
     }
     if (path === "/healthz" || path === "/readyz") {
@@ -968,13 +1118,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     port,
     policy,
     upstreams: upstreamAdmin,
-    issueToken: (grant) => ledger.issue(grant),
-    usage: (runId) => usageOf(runId),
+    issueToken: issue,
+    usage: usageOf,
     metricsText: () => metrics.registry.metrics(),
     close(graceMs = 0) {
       closing ??= (async () => {
         closed = true;
         if (healthTimer) clearTimeout(healthTimer);
+        if (flushTimer) clearInterval(flushTimer);
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         if (graceMs > 0 && inflightClients > 0) {
@@ -985,6 +1136,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         }
         server.closeAllConnections();
         await stopped;
+        await flushUsage();
         await Promise.all([...upstreams.values()].map((u) => u.pool.destroy()));
       })();
       return closing;

@@ -17,9 +17,11 @@ export {
   type BudgetRefusal,
   costOf,
   type Grant,
+  hashToken,
   Ledger,
   type ModelPrice,
   type PriceTable,
+  type Reservation,
   type RunUsage,
   type TokenUsage,
   type UsageTotals,
@@ -55,4 +57,5 @@ export {
   UPSTREAM_HEADER,
   type UpstreamAdmin,
 } from "./gateway.ts";
+export { type LedgerStore, natsLedgerStore } from "./store.ts";
 export { type UpstreamConfig, UpstreamError, type UpstreamInfo, type UpstreamMode } from "./upstreams.ts";

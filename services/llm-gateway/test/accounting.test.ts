@@ -3,6 +3,7 @@ import {
   costOf,
   Ledger,
   promptKey,
+  type Reservation,
   SseUsageTap,
   usageCounts,
   usageFromBody,
@@ -45,11 +46,11 @@ describe("ledger: tokens, budgets, cost", () => {
     l.record(task, "glm-5", { promptTokens: 60, completionTokens: 30, cachedTokens: 20 });
     expect(l.check(task)).toBeUndefined(); // 90 < 100
     l.record(task, "glm-5", { promptTokens: 10, completionTokens: 10, cachedTokens: 0 });
-    expect(l.check(task)).toEqual({ scope: "task", usedTokens: 110, budgetTokens: 100 });
+    expect(l.check(task)).toEqual({ scope: "task", usedTokens: 110, reservedTokens: 0, budgetTokens: 100 });
     const other = { runId: "r1", taskId: "t2", role: "planner" };
     expect(l.check(other)).toBeUndefined();
     l.record(other, "glm-5", { promptTokens: 800, completionTokens: 100, cachedTokens: 0 });
-    expect(l.check(other)).toEqual({ scope: "run", usedTokens: 1010, budgetTokens: 1000 });
+    expect(l.check(other)).toEqual({ scope: "run", usedTokens: 1010, reservedTokens: 0, budgetTokens: 1000 });
     expect(l.check({ runId: "r2" })).toBeUndefined();
 
     const u = l.usage("r1")!;
@@ -66,6 +67,55 @@ describe("ledger: tokens, budgets, cost", () => {
     expect(u.byModel["glm-5"]!.requests).toBe(3);
     expect(u.cost).toBeCloseTo((850 * 1 + 20 * 0.2 + 140 * 4) / 1e6, 12);
     expect(l.allUsage().map((r) => r.runId)).toEqual(["r1"]);
+  });
+
+  it("holds estimates of requests in flight so concurrent requests cannot overshoot a budget together", () => {
+    const l = new Ledger();
+    const task = { runId: "r1", taskId: "t1" };
+    l.issue({ ...task, budgetTokens: 1000 });
+    const first = l.admit(task, 400);
+    const second = l.admit(task, 400);
+    expect("tokens" in first && "tokens" in second).toBe(true);
+    // 0 used + 800 in flight + 400 > 1000: the third waits for the others
+    expect(l.admit(task, 400)).toEqual({
+      scope: "task",
+      usedTokens: 0,
+      reservedTokens: 800,
+      budgetTokens: 1000,
+    });
+    l.record(task, "m", { promptTokens: 300, completionTokens: 50, cachedTokens: 0 });
+    l.release(first as Reservation);
+    expect(l.admit(task, 400)).toMatchObject({ usedTokens: 350, reservedTokens: 400 }); // 1150 > 1000
+    const third = l.admit(task, 200); // 350 used + 400 in flight + 200 ≤ 1000
+    expect("tokens" in third).toBe(true);
+    l.release(second as Reservation);
+    l.release(third as Reservation);
+    // a lone request is admitted whatever its estimate, as long as the budget is not used up
+    const big = l.admit(task, 5000);
+    expect("tokens" in big).toBe(true);
+    l.release(big as Reservation);
+    l.record(task, "m", { promptTokens: 600, completionTokens: 100, cachedTokens: 0 });
+    expect(l.admit(task, 1)).toMatchObject({ scope: "task", usedTokens: 1050, reservedTokens: 0 });
+  });
+
+  it("restores a run's usage snapshot under what it counted since, keeping budgets set in memory", () => {
+    const before = new Ledger(prices);
+    const task = { runId: "r1", taskId: "t1", role: "worker" };
+    before.issue({ runId: "r1", budgetTokens: 5000 });
+    before.issue({ ...task, budgetTokens: 300 });
+    before.record(task, "glm-5", { promptTokens: 200, completionTokens: 50, cachedTokens: 100 });
+    const snapshot = before.usage("r1")!;
+
+    const after = new Ledger(prices); // a restarted gateway
+    after.record(task, "glm-5", { promptTokens: 40, completionTokens: 10, cachedTokens: 0 });
+    expect(after.knowsRun("r1")).toBe(true);
+    after.restoreUsage(snapshot);
+    const u = after.usage("r1")!;
+    expect(u).toMatchObject({ requests: 2, totalTokens: 300, promptTokens: 240, cachedTokens: 100 });
+    expect(u.budgetTokens).toBe(5000);
+    expect(u.byTask.t1).toMatchObject({ totalTokens: 300, budgetTokens: 300 });
+    expect(u.byRole.worker!.requests).toBe(2);
+    expect(after.check(task)).toMatchObject({ scope: "task", usedTokens: 300 });
   });
 });
 

@@ -176,7 +176,7 @@ describe("llm-gateway API with the openai SDK in front of 3 sim-llm replicas", (
     expect(text).not.toContain('"usage"');
     expect(text).toContain(`"content":"Hello from a rep"`);
     expect(text.trimEnd().endsWith("data: [DONE]")).toBe(true);
-    const [usage] = gw.usage("run-nousage");
+    const [usage] = await gw.usage("run-nousage");
     expect(usage).toMatchObject({ requests: 1, promptTokens: 2 });
     expect(usage!.completionTokens).toBe(
       Math.ceil("Hello from a replica of the simulated model.".length / 4),

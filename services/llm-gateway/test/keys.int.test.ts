@@ -1,64 +1,45 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { afterAll, describe, expect, it } from "vitest";
-import { startReplica, type TestReplica, until } from "./replicas.ts";
+import {
+  startGatewayProcess,
+  startReplica,
+  type TestGatewayProcess,
+  type TestReplica,
+  until,
+} from "./replicas.ts";
 
-const MAIN = join(fileURLToPath(new URL("..", import.meta.url)), "src/main.ts");
 const KEYS = ["sk-provider-key-AAAA-0001", "sk-provider-key-BBBB-0002", "sk-provider-key-CCCC-0003"];
 const LATE_KEY = "sk-provider-key-DDDD-0004";
 const ADMIN = "admin-token-keys-test-0123456789";
 
 const replicas: TestReplica[] = [];
-let gateway: ChildProcess | undefined;
+let gateway: TestGatewayProcess | undefined;
 afterAll(async () => {
-  if (gateway && gateway.exitCode === null) {
-    gateway.kill("SIGKILL");
-    await once(gateway, "exit");
-  }
+  await gateway?.kill();
   await Promise.all(replicas.map((r) => r.stop()));
 });
 
 describe("provider keys never reach the logs (gateway as a real process, main.ts)", () => {
   it("uses the keys upstream, and its whole log output (trace level) contains none of them", async () => {
     for (let i = 0; i < 3; i++) replicas.push(await startReplica(`k${i + 1}`, ["--tps", "5000"], KEYS[i]));
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      LLM_ENDPOINTS: JSON.stringify(
-        replicas.map((r, i) => ({ name: r.name, endpoint: r.url, apiKey: KEYS[i] })),
-      ),
-      GATEWAY_ADMIN_TOKEN: ADMIN,
-      GATEWAY_PORT: "0",
-      GATEWAY_HEALTH_INTERVAL_MS: "50",
-      GATEWAY_HEALTH_MODE: "models", // health checks send the key too
-      LOG_LEVEL: "trace",
-      GATEWAY_POLICY: "round_robin", // spread over every replica, the late one included
-      GATEWAY_SESSION_AFFINITY: "false",
-    };
-    delete env.LLM_BASE_URL;
-    delete env.LLM_API_KEY;
-    const child = spawn(process.execPath, [MAIN], { env, stdio: ["ignore", "pipe", "pipe"] });
-    gateway = child;
-    const output: string[] = [];
-    child.stderr!.on("data", (d: Buffer) => output.push(d.toString()));
-    const lines = createInterface({ input: child.stdout! });
-    const url = await new Promise<string>((resolve, reject) => {
-      lines.on("line", (line) => {
-        output.push(line);
-        const rec = JSON.parse(line) as { msg: string; url?: string };
-        if (rec.msg === "llm-gateway listening") resolve(rec.url!);
-      });
-      child.once("exit", (code) => reject(new Error(`gateway exited ${code}: ${output.join("\n")}`)));
-    });
-    const adminFetch = (method: string, path: string, body?: unknown) =>
-      fetch(url.replace("/v1", path), {
-        method,
-        headers: { authorization: `Bearer ${ADMIN}` },
-        ...(body ? { body: JSON.stringify(body) } : {}),
-      });
+    const gw = await startGatewayProcess(
+      {
+        LLM_ENDPOINTS: JSON.stringify(
+          replicas.map((r, i) => ({ name: r.name, endpoint: r.url, apiKey: KEYS[i] })),
+        ),
+        GATEWAY_ADMIN_TOKEN: ADMIN,
+        GATEWAY_PORT: "0",
+        GATEWAY_HEALTH_INTERVAL_MS: "50",
+        GATEWAY_HEALTH_MODE: "models", // health checks send the key too
+        LOG_LEVEL: "trace",
+        GATEWAY_POLICY: "round_robin", // spread over every replica, the late one included
+        GATEWAY_SESSION_AFFINITY: "false",
+      },
+      ADMIN,
+    );
+    gateway = gw;
+    const { url, output } = gw;
+    const adminFetch = gw.admin;
     const { token } = (await (
       await adminFetch("POST", "/admin/tokens", { runId: "keys", taskId: "t" })
     ).json()) as {
@@ -104,9 +85,7 @@ describe("provider keys never reach the logs (gateway as a real process, main.ts
     const listing = await (await adminFetch("GET", "/admin/upstreams")).text();
     const metrics = await (await fetch(url.replace("/v1", "/metrics"))).text();
 
-    child.kill("SIGTERM");
-    const [code] = (await once(child, "exit")) as [number];
-    expect(code).toBe(0);
+    expect(await gw.stop()).toBe(0);
     const all = output.join("\n");
     expect(all).toContain("upstream connection error"); // debug lines about the dead replica were written
     expect(all).toContain("retrying");

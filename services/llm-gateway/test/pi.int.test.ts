@@ -72,7 +72,7 @@ describe("the Pi coding agent through the gateway", () => {
     await mkdir(cwd);
     await mkdir(agentDir);
     // The sandbox only ever gets a gateway token, scoped to its task.
-    const token = gw.issueToken({
+    const token = await gw.issueToken({
       runId: "run-pi",
       taskId: "notes",
       role: "worker",
@@ -142,7 +142,7 @@ describe("the Pi coding agent through the gateway", () => {
       const stats = session.getSessionStats();
       expect(stats.tokens.cacheRead).toBeGreaterThan(0);
       // The gateway's accounting matches what Pi saw (Pi's input excludes cached tokens).
-      const [usage] = gw.usage("run-pi");
+      const [usage] = await gw.usage("run-pi");
       expect(usage!.requests).toBe(4);
       expect(usage!.byTask.notes!.promptTokens).toBe(stats.tokens.input + stats.tokens.cacheRead);
       expect(usage!.completionTokens).toBe(stats.tokens.output);

@@ -113,3 +113,71 @@ export function sample(text: string, name: string, labels = ""): number {
   }
   return 0;
 }
+
+const GATEWAY_MAIN = join(fileURLToPath(new URL("..", import.meta.url)), "src/main.ts");
+
+/** The gateway as a real process (`src/main.ts`). */
+export interface TestGatewayProcess {
+  /** OpenAI base URL (`…/v1`). */
+  url: string;
+  child: ChildProcess;
+  /** Every stdout line and stderr chunk so far. */
+  output: string[];
+  /** `fetch` on a path of the gateway's origin with the admin token. */
+  admin(method: string, path: string, body?: unknown): Promise<Response>;
+  /** SIGKILL, and wait for the exit. */
+  kill(): Promise<void>;
+  /** SIGTERM, and wait for the exit. @returns the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/**
+ * Starts `services/llm-gateway/src/main.ts` with `env` on top of the test's environment (minus any LLM_* of the
+ * developer's shell) and waits for its "llm-gateway listening" line.
+ */
+export async function startGatewayProcess(
+  env: NodeJS.ProcessEnv,
+  adminToken?: string,
+): Promise<TestGatewayProcess> {
+  const full: NodeJS.ProcessEnv = { ...process.env };
+  for (const k of ["LLM_BASE_URL", "LLM_API_KEY", "LLM_ENDPOINTS", "NATS_URL"]) delete full[k];
+  Object.assign(full, env);
+  const child = spawn(process.execPath, [GATEWAY_MAIN], { env: full, stdio: ["ignore", "pipe", "pipe"] });
+  const output: string[] = [];
+  child.stderr!.on("data", (d: Buffer) => output.push(d.toString()));
+  const lines = createInterface({ input: child.stdout! });
+  const url = await new Promise<string>((resolve, reject) => {
+    lines.on("line", (line) => {
+      output.push(line);
+      try {
+        const rec = JSON.parse(line) as { msg: string; url?: string };
+        if (rec.msg === "llm-gateway listening") resolve(rec.url!);
+      } catch {
+        // not a log line
+      }
+    });
+    child.once("exit", (code) => reject(new Error(`gateway exited ${code}: ${output.join("\n")}`)));
+  });
+  const exited = once(child, "exit");
+  const alive = () => child.exitCode === null && child.signalCode === null;
+  return {
+    url,
+    child,
+    output,
+    admin: (method, path, body) =>
+      fetch(url.replace(/\/v1$/, path), {
+        method,
+        headers: adminToken ? { authorization: `Bearer ${adminToken}` } : {},
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      }),
+    async kill() {
+      if (alive()) child.kill("SIGKILL");
+      await exited;
+    },
+    async stop() {
+      if (alive()) child.kill("SIGTERM");
+      const [code] = (await exited) as [number | null];
+      return code;
+    },
+  };
+}

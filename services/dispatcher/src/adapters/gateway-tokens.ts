@@ -4,7 +4,10 @@ import type { Task } from "@longshot/contracts";
 export interface TokenIssuer {
   /** A token for `task` (`POST /admin/tokens`), with the configured token budget. @throws on HTTP errors. */
   issue(task: Task): Promise<string>;
-  /** Revokes a token (`DELETE /admin/tokens`); failures are ignored (tokens die with the gateway anyway). */
+  /**
+   * Revokes a token (`DELETE /admin/tokens`). Failures are ignored: the attempt is over either way, and a token
+   * left behind only stays usable within its task's budget (the gateway keeps grants in NATS KV).
+   */
   revoke(token: string): Promise<void>;
 }
 

@@ -69,11 +69,23 @@ export interface RunUsage extends UsageTotals {
   byModel: Record<string, UsageTotals>;
 }
 
-/** Why a request is refused before it is sent: its task's or its run's token budget is used up. */
+/**
+ * Why a request is refused before it is sent: its task's or its run's token budget is used up (`reservedTokens`
+ * 0), or would be by the requests of that scope still in flight (`reservedTokens` > 0: a transient refusal).
+ */
 export interface BudgetRefusal {
   scope: "task" | "run";
   usedTokens: number;
+  /** Estimated tokens of the scope's other requests in flight. */
+  reservedTokens: number;
   budgetTokens: number;
+}
+
+/** Tokens held for one request in flight (see {@link Ledger.admit}); give it back with {@link Ledger.release}. */
+export interface Reservation {
+  readonly runId: string;
+  readonly taskId: string | undefined;
+  readonly tokens: number;
 }
 
 const zero = (): UsageTotals => ({
@@ -103,25 +115,35 @@ function bucket(map: Map<string, UsageTotals>, key: string): UsageTotals {
   return t;
 }
 
-interface RunState {
+interface ScopeState {
   totals: UsageTotals;
   budget: number | undefined;
-  tasks: Map<string, { totals: UsageTotals; budget: number | undefined }>;
+  /** Estimated tokens of requests in flight. */
+  reserved: number;
+}
+
+interface RunState extends ScopeState {
+  tasks: Map<string, ScopeState>;
   roles: Map<string, UsageTotals>;
   models: Map<string, UsageTotals>;
 }
 
-/** SHA-256 of a token (the ledger keeps only hashes, so a heap dump or a log of its keys reveals no token). */
-function hashToken(token: string): string {
+/**
+ * SHA-256 of a token, base64url (the ledger and its store keep only hashes, so a heap dump, a log of its keys or
+ * the KV bucket reveal no token). Valid as a NATS KV key.
+ */
+export function hashToken(token: string): string {
   return createHash("sha256").update(token).digest("base64url");
 }
 
 /**
- * Bearer tokens, token budgets and usage accounting (in memory).
+ * Bearer tokens, token budgets and usage accounting, in memory (the gateway persists grants and usage through a
+ * `LedgerStore` when it has one).
  * - `issue` returns a new opaque token (`lsg_` + 32 random bytes, base64url) bound to a {@link Grant}. A grant
  *   with `taskId` sets that task's budget; one without sets the run's budget (the latest issued wins).
  * - `check` refuses a request once the task's or the run's used tokens reached its budget: the request that
- *   crosses a budget completes (its size is unknown in advance), the next one is refused.
+ *   crosses a budget completes (its size is unknown in advance), the next one is refused. `admit` also counts
+ *   the estimated tokens of the scope's requests in flight.
  * - `record` adds one completion's usage to the run, task, role and model, priced with the price table.
  */
 export class Ledger {
@@ -141,7 +163,14 @@ export class Ledger {
   private run(runId: string): RunState {
     let r = this.runs.get(runId);
     if (r === undefined) {
-      r = { totals: zero(), budget: undefined, tasks: new Map(), roles: new Map(), models: new Map() };
+      r = {
+        totals: zero(),
+        budget: undefined,
+        reserved: 0,
+        tasks: new Map(),
+        roles: new Map(),
+        models: new Map(),
+      };
       this.runs.set(runId, r);
     }
     return r;
@@ -150,7 +179,7 @@ export class Ledger {
   private task(run: RunState, taskId: string) {
     let t = run.tasks.get(taskId);
     if (t === undefined) {
-      t = { totals: zero(), budget: undefined };
+      t = { totals: zero(), budget: undefined, reserved: 0 };
       run.tasks.set(taskId, t);
     }
     return t;
@@ -159,17 +188,66 @@ export class Ledger {
   /** Issues a token for `grant` and sets the task's or run's budget when `budgetTokens` is given. */
   issue(grant: Grant): string {
     const token = this.newToken();
+    this.putGrant(hashToken(token), grant);
+    return token;
+  }
+
+  /**
+   * Stores a grant under a token hash (a token issued earlier, e.g. read back from the store after a restart)
+   * and applies its budget. @returns the normalized grant.
+   */
+  putGrant(hash: string, grant: Grant): Grant {
     const g: Grant = { runId: grant.runId };
     if (grant.taskId !== undefined) g.taskId = grant.taskId;
     if (grant.role !== undefined) g.role = grant.role;
     if (grant.budgetTokens !== undefined) g.budgetTokens = grant.budgetTokens;
-    this.grants.set(hashToken(token), g);
+    this.grants.set(hash, g);
     const run = this.run(g.runId);
     if (g.budgetTokens !== undefined) {
       if (g.taskId !== undefined) this.task(run, g.taskId).budget = g.budgetTokens;
       else run.budget = g.budgetTokens;
     }
-    return token;
+    return g;
+  }
+
+  /** The grant stored under a token hash. */
+  grantOf(hash: string): Grant | undefined {
+    return this.grants.get(hash);
+  }
+
+  /** Forgets a token hash (revoked elsewhere). @returns whether it was known. */
+  dropGrant(hash: string): boolean {
+    return this.grants.delete(hash);
+  }
+
+  /** Whether usage of `runId` is known in memory. */
+  knowsRun(runId: string): boolean {
+    return this.runs.has(runId);
+  }
+
+  /**
+   * Restores a run's usage from a snapshot (see {@link usage}) written before a restart. Budgets already set in
+   * memory win over the snapshot's; usage recorded in memory since is kept on top.
+   */
+  restoreUsage(snapshot: RunUsage): void {
+    const run = this.run(snapshot.runId);
+    const merge = (into: UsageTotals, from: UsageTotals) => {
+      into.requests += from.requests;
+      into.promptTokens += from.promptTokens;
+      into.completionTokens += from.completionTokens;
+      into.cachedTokens += from.cachedTokens;
+      into.totalTokens += from.totalTokens;
+      into.cost += from.cost;
+    };
+    merge(run.totals, snapshot);
+    run.budget ??= snapshot.budgetTokens;
+    for (const [id, t] of Object.entries(snapshot.byTask)) {
+      const task = this.task(run, id);
+      merge(task.totals, t);
+      task.budget ??= t.budgetTokens;
+    }
+    for (const [id, t] of Object.entries(snapshot.byRole)) merge(bucket(run.roles, id), t);
+    for (const [id, t] of Object.entries(snapshot.byModel)) merge(bucket(run.models, id), t);
   }
 
   /** The grant of a token, or undefined for an unknown / revoked token. */
@@ -189,18 +267,51 @@ export class Ledger {
 
   /** @returns undefined when the grant may make a request, else which budget is used up. */
   check(grant: Grant): BudgetRefusal | undefined {
+    return this.refusal(grant, 0);
+  }
+
+  private refusal(grant: Grant, extra: number): BudgetRefusal | undefined {
     const run = this.runs.get(grant.runId);
     if (run === undefined) return undefined;
-    if (grant.taskId !== undefined) {
-      const t = run.tasks.get(grant.taskId);
-      if (t?.budget !== undefined && t.totals.totalTokens >= t.budget) {
-        return { scope: "task", usedTokens: t.totals.totalTokens, budgetTokens: t.budget };
-      }
+    const over = (scope: "task" | "run", s: ScopeState): BudgetRefusal | undefined => {
+      if (s.budget === undefined) return undefined;
+      const used = s.totals.totalTokens;
+      if (used >= s.budget) return { scope, usedTokens: used, reservedTokens: 0, budgetTokens: s.budget };
+      // Other requests in flight may take the rest: refuse while they would, but never the first one.
+      if (s.reserved > 0 && used + s.reserved + extra > s.budget)
+        return { scope, usedTokens: used, reservedTokens: s.reserved, budgetTokens: s.budget };
+      return undefined;
+    };
+    const task = grant.taskId === undefined ? undefined : run.tasks.get(grant.taskId);
+    return (task && over("task", task)) ?? over("run", run);
+  }
+
+  /**
+   * Admission against budgets with requests in flight: refuses like {@link check}, and also while the scope's
+   * used tokens plus the estimates of its requests in flight plus `estimateTokens` exceed the budget — so many
+   * concurrent requests of one task cannot all start just below its budget and overshoot it together. A lone
+   * request is never refused while the budget is not used up. On success, holds `estimateTokens` until
+   * {@link release}.
+   */
+  admit(grant: Grant, estimateTokens: number): BudgetRefusal | Reservation {
+    const refusal = this.refusal(grant, estimateTokens);
+    if (refusal) return refusal;
+    const tokens = Math.max(0, Math.ceil(estimateTokens));
+    const run = this.run(grant.runId);
+    run.reserved += tokens;
+    if (grant.taskId !== undefined) this.task(run, grant.taskId).reserved += tokens;
+    return { runId: grant.runId, taskId: grant.taskId, tokens };
+  }
+
+  /** Gives back a reservation of {@link admit} (once the request ended, recorded or not). */
+  release(r: Reservation): void {
+    const run = this.runs.get(r.runId);
+    if (run === undefined) return;
+    run.reserved = Math.max(0, run.reserved - r.tokens);
+    if (r.taskId !== undefined) {
+      const t = run.tasks.get(r.taskId);
+      if (t) t.reserved = Math.max(0, t.reserved - r.tokens);
     }
-    if (run.budget !== undefined && run.totals.totalTokens >= run.budget) {
-      return { scope: "run", usedTokens: run.totals.totalTokens, budgetTokens: run.budget };
-    }
-    return undefined;
   }
 
   /** Adds one completion's usage. @returns its cost (currency units). */

@@ -3,6 +3,8 @@ export interface ChatBodyView {
   model: string | undefined;
   stream: boolean;
   includeUsage: boolean;
+  /** The completion cap asked for (`max_completion_tokens`, else `max_tokens`), in tokens. */
+  maxTokens: number | undefined;
   /** Routing text of the prompt (see {@link promptKey}). */
   prefixText: string;
 }
@@ -48,6 +50,10 @@ export function promptKey(messages: unknown, tools?: unknown): string {
   return s;
 }
 
+function positiveInt(x: unknown): number | undefined {
+  return typeof x === "number" && Number.isInteger(x) && x > 0 ? x : undefined;
+}
+
 /**
  * Reads the routing-relevant fields of a parsed request body. @returns undefined when the body is not a JSON
  * object with a `messages` array (the gateway answers 400 `invalid_request`).
@@ -61,6 +67,7 @@ export function viewChatBody(body: unknown): ChatBodyView | undefined {
     model: typeof b.model === "string" ? b.model : undefined,
     stream: b.stream === true,
     includeUsage: so?.include_usage === true,
+    maxTokens: positiveInt(b.max_completion_tokens) ?? positiveInt(b.max_tokens),
     prefixText: promptKey(b.messages, b.tools),
   };
 }

@@ -1,0 +1,75 @@
+import type { Bus } from "@longshot/bus";
+import { Buckets, LlmRunUsage } from "@longshot/contracts";
+import type { KV } from "@nats-io/kv";
+import { z } from "zod";
+import type { Grant, RunUsage } from "./domain/ledger.ts";
+
+/**
+ * Durable side of the gateway's ledger: token grants (by token hash, never the token) and per-run usage, so a
+ * restarted gateway still accepts the tokens it issued and still counts what runs already used against their
+ * budgets. The gateway writes a grant before it answers `POST /admin/tokens`, deletes it before it answers a
+ * revocation, and flushes changed run usage every `usageFlushMs`.
+ */
+export interface LedgerStore {
+  /** The grant stored under a token hash, or undefined. */
+  getGrant(hash: string): Promise<Grant | undefined>;
+  putGrant(hash: string, grant: Grant): Promise<void>;
+  deleteGrant(hash: string): Promise<void>;
+  /** The last usage snapshot of a run, or undefined. */
+  getUsage(runId: string): Promise<RunUsage | undefined>;
+  putUsage(usage: RunUsage): Promise<void>;
+}
+
+const GrantRecord = z.object({
+  runId: z.string().min(1),
+  taskId: z.string().min(1).optional(),
+  role: z.string().min(1).optional(),
+  budgetTokens: z.number().int().positive().optional(),
+});
+
+/** KV keys are `[-/_=.a-zA-Z0-9]+`; run ids are (see `Id`), token hashes are base64url. */
+function key(k: string): string {
+  if (!/^[-/_=.a-zA-Z0-9]+$/.test(k)) throw new Error(`not a valid KV key: ${JSON.stringify(k)}`);
+  return k;
+}
+
+/**
+ * A {@link LedgerStore} on NATS KV: bucket `longshot-llm-tokens` (token hash → grant, history 1) and
+ * `longshot-llm-usage` (run id → `LlmRunUsage` of @longshot/contracts). Records that fail validation are ignored (treated as
+ * absent), so a corrupt entry cannot crash the gateway.
+ */
+export async function natsLedgerStore(bus: Bus): Promise<LedgerStore> {
+  const tokens: KV = await bus.kv(Buckets.llmTokens);
+  const usage: KV = await bus.kv(Buckets.llmUsage);
+  return {
+    async getGrant(hash) {
+      const e = await tokens.get(key(hash));
+      if (e === null || e.operation !== "PUT") return undefined;
+      const p = GrantRecord.safeParse(safeJson(e.string()));
+      return p.success ? p.data : undefined;
+    },
+    async putGrant(hash, grant) {
+      await tokens.put(key(hash), JSON.stringify(grant));
+    },
+    async deleteGrant(hash) {
+      await tokens.delete(key(hash));
+    },
+    async getUsage(runId) {
+      const e = await usage.get(key(runId));
+      if (e === null || e.operation !== "PUT") return undefined;
+      const p = LlmRunUsage.safeParse(safeJson(e.string()));
+      return p.success ? (p.data as RunUsage) : undefined;
+    },
+    async putUsage(u) {
+      await usage.put(key(u.runId), JSON.stringify(u));
+    },
+  };
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
