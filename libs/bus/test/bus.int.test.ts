@@ -62,6 +62,8 @@ describe("bus", () => {
       "EVENTS",
       "HANDOFFS",
       "KV_longshot-decompositions",
+      "KV_longshot-llm-tokens",
+      "KV_longshot-llm-usage",
       "KV_longshot-merged",
       "KV_longshot-runs",
       "REQUESTS",

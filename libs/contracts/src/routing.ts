@@ -1,6 +1,15 @@
 import type { TaskQueue } from "./subjects.ts";
 import type { Task } from "./task.ts";
 
+/**
+ * Request headers the LLM gateway reads (services/llm-gateway): the task a call belongs to (session affinity keeps
+ * a task on one replica) and, for service tokens issued with `anyRun`, the run to account the call to.
+ */
+export const GatewayHeaders = {
+  taskId: "x-longshot-task-id",
+  runId: "x-longshot-run-id",
+} as const;
+
 /** A task with at least this many files in scope is decomposed by the subplanner (inventory §1.6). */
 export const DECOMPOSE_MIN_SCOPE = 4;
 /** Tasks at this depth or deeper are never decomposed again (root tasks have depth 0). */

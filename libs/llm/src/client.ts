@@ -1,4 +1,5 @@
 import { type LongshotEnv, llmEndpoints } from "@longshot/config";
+import { GatewayHeaders } from "@longshot/contracts";
 import OpenAI from "openai";
 import type { ChatCompletionMessageParam } from "openai/resources/chat/completions";
 import type { z } from "zod";
@@ -23,6 +24,23 @@ export interface ChatClientOptions {
   maxTokens: number;
   /** Extra headers on every request (e.g. a task id for session affinity at the gateway). */
   headers?: Record<string, string>;
+}
+
+/**
+ * Who a call is for, sent to the LLM gateway as headers (`GatewayHeaders`): the run it is accounted to (honoured
+ * for service tokens) and a task key that keeps a conversation on the replica holding its prefix.
+ */
+export interface CallContext {
+  runId?: string;
+  taskId?: string;
+}
+
+function callHeaders(ctx: CallContext | undefined): Record<string, string> | undefined {
+  if (ctx === undefined) return undefined;
+  const h: Record<string, string> = {};
+  if (ctx.runId) h[GatewayHeaders.runId] = ctx.runId;
+  if (ctx.taskId) h[GatewayHeaders.taskId] = ctx.taskId;
+  return h;
 }
 
 /** Token usage of one call, as reported by the endpoint. */
@@ -74,12 +92,16 @@ export class ChatClient {
   }
 
   /** One completion. @throws the SDK's APIError / APIConnectionError after its retries. */
-  async complete(messages: ChatMessage[]): Promise<{ content: string; usage: Usage }> {
-    const res = await this.pick().chat.completions.create({
-      model: this.opts.model,
-      messages: messages as ChatCompletionMessageParam[],
-      max_tokens: this.opts.maxTokens,
-    });
+  async complete(messages: ChatMessage[], ctx?: CallContext): Promise<{ content: string; usage: Usage }> {
+    const headers = callHeaders(ctx);
+    const res = await this.pick().chat.completions.create(
+      {
+        model: this.opts.model,
+        messages: messages as ChatCompletionMessageParam[],
+        max_tokens: this.opts.maxTokens,
+      },
+      headers ? { headers } : undefined,
+    );
     const content = res.choices[0]?.message?.content ?? "";
     return {
       content,
@@ -100,12 +122,13 @@ export class ChatClient {
   async completeJson<S extends z.ZodType>(
     messages: ChatMessage[],
     schema: S,
+    ctx?: CallContext,
   ): Promise<{ value: z.infer<S>; added: ChatMessage[]; usage: Usage }> {
     const added: ChatMessage[] = [];
     const usage: Usage = { promptTokens: 0, completionTokens: 0, totalTokens: 0 };
     let problem = "";
     for (let attempt = 0; attempt < 2; attempt++) {
-      const res = await this.complete([...messages, ...added]);
+      const res = await this.complete([...messages, ...added], ctx);
       usage.promptTokens += res.usage.promptTokens;
       usage.completionTokens += res.usage.completionTokens;
       usage.totalTokens += res.usage.totalTokens;

@@ -59,14 +59,14 @@ export interface ClusterOptions {
  * messages until they attach.
  */
 /**
- * Issues a gateway token for a cluster service (`POST /admin/tokens`, run `cluster`, role = the service), so its
- * usage is accounted by role. @throws when the gateway refuses.
+ * Issues a gateway token for a cluster service (`POST /admin/tokens`, role = the service, `anyRun`): its calls are
+ * accounted to the run they name in `x-longshot-run-id` (else to run `cluster`). @throws when the gateway refuses.
  */
 async function issueServiceToken(gatewayUrl: string, adminToken: string, service: string): Promise<string> {
   const res = await fetch(`${gatewayUrl}/admin/tokens`, {
     method: "POST",
     headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
-    body: JSON.stringify({ runId: "cluster", role: service }),
+    body: JSON.stringify({ runId: "cluster", role: service, anyRun: true }),
   });
   if (res.status !== 201) throw new Error(`llm-gateway refused a token for ${service}: HTTP ${res.status}`);
   return ((await res.json()) as { token: string }).token;

@@ -155,12 +155,12 @@ export async function readLlmUsage(bus: Bus, runId: string): Promise<LlmRunUsage
 }
 
 /**
- * One summary line of a run's LLM usage as the gateway counted it on the run's tokens (its sandboxes; the
- * services' own calls are accounted to run `cluster`). Cost in the price table's currency, shown when priced.
+ * One summary line of a run's LLM usage as the gateway counted it: its sandboxes' calls and the services' calls
+ * that named the run. Cost in the price table's currency, shown when priced.
  */
 export function formatLlmUsage(u: LlmRunUsage): string {
   const n = (x: number) => Math.round(x).toLocaleString("en-US");
   const cachedPct = u.promptTokens > 0 ? Math.round((100 * u.cachedTokens) / u.promptTokens) : 0;
   const cost = u.cost > 0 ? `, cost ${u.cost.toFixed(4)}` : "";
-  return `  llm usage   ${n(u.requests)} requests, ${n(u.totalTokens)} tokens (prompt ${n(u.promptTokens)}, ${cachedPct} % cached; completion ${n(u.completionTokens)})${cost} through the gateway on the run's tokens`;
+  return `  llm usage   ${n(u.requests)} requests, ${n(u.totalTokens)} tokens (prompt ${n(u.promptTokens)}, ${cachedPct} % cached; completion ${n(u.completionTokens)})${cost} through the gateway`;
 }

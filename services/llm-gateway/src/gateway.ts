@@ -7,6 +7,7 @@ import {
 } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
+import { GatewayHeaders } from "@longshot/contracts";
 import { createLogger, type Logger } from "@longshot/log";
 import type { Dispatcher } from "undici";
 import { z } from "zod";
@@ -46,7 +47,9 @@ import type { LedgerStore } from "./store.ts";
 import { Upstream, type UpstreamConfig, UpstreamError, type UpstreamInfo } from "./upstreams.ts";
 
 /** Header a worker sends with its task id: session affinity keeps a task on one replica. */
-export const TASK_ID_HEADER = "x-longshot-task-id";
+export const TASK_ID_HEADER = GatewayHeaders.taskId;
+/** Header naming the run a service token's request is accounted to (see `Grant.anyRun`). */
+export const RUN_ID_HEADER = GatewayHeaders.runId;
 /** Response header naming the upstream that served the request. */
 export const UPSTREAM_HEADER = "x-longshot-upstream";
 /**
@@ -178,7 +181,11 @@ const IssueTokenBody = z.object({
   taskId: z.string().min(1).optional(),
   role: z.string().min(1).optional(),
   budgetTokens: z.int().positive().optional(),
+  anyRun: z.boolean().optional(),
 });
+
+/** Run ids the `x-longshot-run-id` header may name (they become KV keys). */
+const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 type AttemptResult =
   | { kind: "done" }
@@ -756,8 +763,22 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   }
 
   async function chat(req: IncomingMessage, res: ServerResponse, t0: number): Promise<void> {
-    const grant = await authenticate(req, res);
-    if (grant === undefined) return;
+    const token = await authenticate(req, res);
+    if (token === undefined) return;
+    let grant = token;
+    const runHeader = req.headers[RUN_ID_HEADER];
+    if (token.anyRun && typeof runHeader === "string" && runHeader !== "") {
+      if (!RUN_ID_PATTERN.test(runHeader)) {
+        sendError(
+          res,
+          400,
+          "invalid_request",
+          `${RUN_ID_HEADER}: not a run id: ${JSON.stringify(runHeader.slice(0, 80))}`,
+        );
+        return;
+      }
+      grant = { runId: runHeader, ...(token.role !== undefined ? { role: token.role } : {}) };
+    }
     const raw = await readBody(req, maxBodyBytes);
     if (raw === undefined) {
       sendError(res, 413, "request_too_large", `request body exceeds ${maxBodyBytes} bytes`);

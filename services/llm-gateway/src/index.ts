@@ -52,6 +52,7 @@ export {
   type GatewayOptions,
   type HealthCheckOptions,
   OVERHEAD_HEADER,
+  RUN_ID_HEADER,
   startGateway,
   TASK_ID_HEADER,
   UPSTREAM_HEADER,

@@ -211,6 +211,31 @@ describe("llm-gateway API with the openai SDK in front of 3 sim-llm replicas", (
     expect(sample(metrics, "llm_gateway_cost_total", 'model="glm-5",role="worker"')).toBeGreaterThan(0);
   });
 
+  it("accounts a service token's calls to the run its header names; task tokens cannot switch runs", async () => {
+    const service = await issue({ runId: "cluster", role: "planner", anyRun: true });
+    const worker = await issue({ runId: "run-own", taskId: "t-w", role: "worker" });
+    const ask = (token: string, headers: Record<string, string>) =>
+      new OpenAI({ baseURL: gw.url, apiKey: token, maxRetries: 0 }).chat.completions.create(
+        { model: "glm-5", messages: workerMessages() },
+        { headers },
+      );
+    await ask(service, { "x-longshot-run-id": "run-svc", "x-longshot-task-id": "planner" });
+    await ask(service, {}); // no header: the token's own run
+    await ask(worker, { "x-longshot-run-id": "run-svc" }); // ignored: a task token stays in its run
+    const [svc] = await gw.usage("run-svc");
+    expect(svc).toMatchObject({ requests: 1, byRole: { planner: { requests: 1 } } });
+    expect(svc!.byTask).toEqual({});
+    expect((await gw.usage("cluster"))[0]!.requests).toBe(1);
+    expect((await gw.usage("run-own"))[0]!.byTask["t-w"]!.requests).toBe(1);
+    const bad = await fetch(`${gw.url}/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${service}`, "x-longshot-run-id": "../../etc" },
+      body: JSON.stringify({ model: "glm-5", messages: workerMessages() }),
+    });
+    expect(bad.status).toBe(400);
+    expect(await bad.text()).toContain("x-longshot-run-id");
+  });
+
   it("refuses an over-budget task with a clear 429 budget_exceeded that the SDK does not retry", async () => {
     const token = await issue({ runId: "run-budget", taskId: "t-small", role: "worker", budgetTokens: 30 });
     const client = new OpenAI({ baseURL: gw.url, apiKey: token }); // default SDK retries (2) on

@@ -240,7 +240,10 @@ export function createPlanner(deps: PlannerDeps) {
         };
         const history: Turn[] =
           s.conversation.length === 0 ? [{ role: "system", content: systemPrompt }] : s.conversation;
-        const res = await deps.llm.completeJson([...history, user], PlannerOutput);
+        const res = await deps.llm.completeJson([...history, user], PlannerOutput, {
+          runId: s.run.runId,
+          taskId: "planner",
+        });
         const { tasks, dropped } = buildTasks(this.state, res.value.tasks, {
           branchPrefix: deps.policy.branchPrefix,
         });

@@ -91,6 +91,7 @@ export function createReconciler(deps: ReconcilerDeps) {
     asked.set(key, Date.now());
     try {
       const { tasks } = await proposeFixes(deps.llm.client, deps.llm.systemPrompt, {
+        runId,
         sha: r.sha,
         baseBranch: t.baseBranch,
         checks: r.checks,

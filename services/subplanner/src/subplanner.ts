@@ -253,7 +253,10 @@ export function createSubplanner(deps: SubplannerDeps) {
             : followUpMessage(s, snapshot, maxRounds, maxSubtasks),
         };
         const history: Turn[] = first ? [{ role: "system", content: systemPrompt }] : s.conversation;
-        const res = await deps.llm.completeJson([...history, user], SubplannerOutput);
+        const res = await deps.llm.completeJson([...history, user], SubplannerOutput, {
+          runId: s.parent.runId,
+          taskId: `${s.parent.id}.subplanner`,
+        });
         const { tasks, dropped } = buildSubtasks(s.parent, res.value.tasks, {
           branchPrefix: deps.branchPrefix,
           lastIndex: s.lastIndex,

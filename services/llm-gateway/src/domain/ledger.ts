@@ -46,6 +46,12 @@ export interface Grant {
   role?: string | undefined;
   /** Budget of this token's scope in tokens (prompt + completion): the task's when `taskId` is set, else the run's. */
   budgetTokens?: number | undefined;
+  /**
+   * A service token (planner, subplanner, reconciler serve every run): a request naming a run in the
+   * `x-longshot-run-id` header is accounted to, and budgeted as, that run (role kept, no task); `runId` is the
+   * fallback for requests without the header.
+   */
+  anyRun?: boolean | undefined;
 }
 
 /** Accumulated usage of one scope. */
@@ -201,6 +207,7 @@ export class Ledger {
     if (grant.taskId !== undefined) g.taskId = grant.taskId;
     if (grant.role !== undefined) g.role = grant.role;
     if (grant.budgetTokens !== undefined) g.budgetTokens = grant.budgetTokens;
+    if (grant.anyRun === true) g.anyRun = true;
     this.grants.set(hash, g);
     const run = this.run(g.runId);
     if (g.budgetTokens !== undefined) {

@@ -49,7 +49,13 @@ export function fixPrompt(
 export async function proposeFixes(
   llm: ChatClient,
   systemPrompt: string,
-  input: { sha: string; baseBranch: string; checks: readonly SweepCheck[]; conflictFiles: readonly string[] },
+  input: {
+    runId: string;
+    sha: string;
+    baseBranch: string;
+    checks: readonly SweepCheck[];
+    conflictFiles: readonly string[];
+  },
 ): Promise<{ tasks: EventPayload<"fix.requested">["tasks"]; tokens: number }> {
   const res = await llm.completeJson(
     [
@@ -57,6 +63,7 @@ export async function proposeFixes(
       { role: "user", content: fixPrompt(input.sha, input.baseBranch, input.checks, input.conflictFiles) },
     ],
     FixTasksOutput,
+    { runId: input.runId, taskId: "reconciler" },
   );
   return { tasks: res.value, tokens: res.usage.totalTokens };
 }
