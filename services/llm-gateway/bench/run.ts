@@ -4,7 +4,7 @@
  *
  * (a) Added latency: open-loop load of small non-streaming completions, BENCH_RATE req/s (default 500) straight
  *     to the replicas (client-side round robin) and the same rate through the gateway, interleaved tick by tick,
- *     after a 3 s warm-up, in BENCH_ROUNDS rounds (default 5) of BENCH_SECONDS s (default 4). Prints p50/p90/p99
+ *     after a warm-up of BENCH_WARMUP_SECONDS (default 3), in BENCH_ROUNDS rounds (default 5) of BENCH_SECONDS s (default 4). Prints p50/p90/p99
  *     of both paths and the added latency three ways: difference of pooled percentiles, per round (and their
  *     median), and request by request (each gateway request minus the direct one sent at the same tick); plus the
  *     gateway's own time before the upstream call and its CPU per request.
@@ -14,6 +14,7 @@
  *     decode). Once with round robin, once with cache-aware routing, once with cache-aware + session affinity
  *     (task-id header). Prints cache hit rate (cached/prompt tokens as reported by the replicas), throughput and
  *     mean/p50/p99 time to first token. Replicas are fresh for each policy.
+ * (c) Gateway CPU per request under closed-loop load (see benchCpu).
  * BENCH_GATEWAY_NODE_OPTIONS becomes the gateway process's NODE_OPTIONS (e.g. `--cpu-prof`).
  * Every request loop is bounded in count and time; only 127.0.0.1 is contacted.
  */
@@ -36,6 +37,7 @@ const env = (name: string, def: number) => {
 const RATE = env("BENCH_RATE", 500);
 const SECONDS = env("BENCH_SECONDS", 4);
 const ROUNDS = env("BENCH_ROUNDS", 5);
+const WARMUP = env("BENCH_WARMUP_SECONDS", 3);
 const AGENTS = env("BENCH_AGENTS", 64);
 const TURNS = env("BENCH_TURNS", 8);
 const children: ChildProcess[] = [];
@@ -273,7 +275,7 @@ async function benchLatency(): Promise<void> {
     {},
   );
   const paths = [reps.map((r) => r.url), [gw.url]];
-  await openLoop(paths, RATE, 3); // warm-up: connections, JIT tiers, heap sizing
+  await openLoop(paths, RATE, WARMUP); // warm-up: connections, JIT tiers, heap sizing
   const rounds: { d: PathResult; g: PathResult }[] = [];
   const cpu0 = cpuMs(gw.child.pid);
   for (let r = 0; r < ROUNDS; r++) {
@@ -319,6 +321,12 @@ async function benchLatency(): Promise<void> {
   );
   print(
     `  added by the gateway, request by request (gateway minus the direct request sent at the same tick): p50 ${f2(pct(paired, 50))} ms, p99 ${f2(pct(paired, 99))} ms`,
+  );
+  const added50 = pct(g.lat, 50) - pct(d.lat, 50);
+  const added99 = pct(g.lat, 99) - pct(d.lat, 99);
+  const verdict = (x: number, goal: number) => (x <= goal ? "met" : "missed");
+  print(
+    `  goals (pooled): p50 ≤ 1 ms ${verdict(added50, 1)}, p99 ≤ 5 ms ${verdict(added99, 5)}; rounds with p99 ≤ 5 ms: ${perRound.filter((x) => x.p99 <= 5).length} of ${perRound.length}`,
   );
   print(
     `  gateway's own time before the upstream call (x-longshot-overhead-ms): p50 ${pct(g.overheads, 50).toFixed(3)} ms, p99 ${pct(g.overheads, 99).toFixed(3)} ms`,
@@ -477,9 +485,58 @@ async function benchRouting(): Promise<void> {
   );
 }
 
+// ---- (c) CPU per request ---------------------------------------------------------------------------------------
+
+/**
+ * (c) Gateway CPU per request under closed-loop load: BENCH_CONCURRENCY (default 8) request loops, 1 000
+ * warm-up then BENCH_REQUESTS (default 10 000) small non-streaming completions through the gateway in front of
+ * one replica; CPU time (user + system) of the gateway process from /proc over the measured requests.
+ */
+async function benchCpu(): Promise<void> {
+  const concurrency = env("BENCH_CONCURRENCY", 8);
+  const requests = env("BENCH_REQUESTS", 10_000);
+  print(`\n(c) gateway CPU per request — closed loop, ${concurrency} loops, ${requests} requests, 1 replica`);
+  const rep = await startReplica("cpu1", ["--reply-tokens", "16"]);
+  const gw = await startGatewayProcess([{ name: "cpu1", endpoint: rep.url }], {
+    GATEWAY_HEALTH_INTERVAL_MS: "0",
+  });
+  const body = JSON.stringify({
+    model: "glm-5",
+    messages: [{ role: "user", content: "Say something short." }],
+  });
+  const loops = async (n: number) => {
+    let left = n;
+    let errors = 0;
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (left-- > 0) {
+          const r = await post(gw.url, body).catch(() => undefined);
+          if (r?.status !== 200) errors++;
+        }
+      }),
+    );
+    return errors;
+  };
+  await loops(1000);
+  const c0 = cpuMs(gw.child.pid);
+  const t0 = performance.now();
+  const errors = await loops(requests);
+  const seconds = (performance.now() - t0) / 1000;
+  const c1 = cpuMs(gw.child.pid);
+  const perRequest =
+    c0 === undefined || c1 === undefined ? "n/a" : `${(((c1 - c0) * 1000) / requests).toFixed(0)} µs`;
+  print(
+    `  ${(requests / seconds).toFixed(0)} req/s through the gateway, gateway CPU per request ${perRequest}, errors ${errors}`,
+  );
+  await stopAll();
+}
+
 try {
   const which = process.argv[2] ?? "all";
+  if (!["all", "latency", "routing", "cpu"].includes(which))
+    throw new Error(`unknown benchmark ${which}: use latency, routing, cpu or nothing (all)`);
   if (which === "all" || which === "latency") await benchLatency();
+  if (which === "all" || which === "cpu") await benchCpu();
   if (which === "all" || which === "routing") await benchRouting();
 } finally {
   await stopAll();
