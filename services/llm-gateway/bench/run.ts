@@ -188,6 +188,8 @@ interface PathResult {
   errors: number;
   /** Achieved send rate (req/s). */
   achieved: number;
+  /** Largest lateness of a tick (ms): how long the load generator itself was held up (a machine stall). */
+  maxLateMs: number;
 }
 
 /**
@@ -207,7 +209,9 @@ async function openLoop(paths: string[][], rate: number, seconds: number): Promi
     overheads: [],
     errors: 0,
     achieved: 0,
+    maxLateMs: 0,
   }));
+  let maxLate = 0;
   let outstanding = 0;
   let drained: (() => void) | undefined;
   const start = performance.now();
@@ -215,6 +219,7 @@ async function openLoop(paths: string[][], rate: number, seconds: number): Promi
     const due = start + (i * 1000) / rate;
     const wait = due - performance.now();
     if (wait > 1) await sleep(wait);
+    else if (-wait > maxLate) maxLate = -wait;
     paths.forEach((targets, p) => {
       const o = out[p]!;
       outstanding++;
@@ -243,6 +248,7 @@ async function openLoop(paths: string[][], rate: number, seconds: number): Promi
     o.latencies.sort((a, b) => a - b);
     o.overheads.sort((a, b) => a - b);
     o.achieved = total / sendSeconds;
+    o.maxLateMs = maxLate;
   }
   return out;
 }
@@ -318,6 +324,9 @@ async function benchLatency(): Promise<void> {
   );
   print(
     `  added by the gateway, difference of percentiles, per round: p50 ${perRound.map((x) => f2(x.p50)).join(" ")} ms; p99 ${perRound.map((x) => f2(x.p99)).join(" ")} ms (median p50 ${f2(median(perRound.map((x) => x.p50)))}, p99 ${f2(median(perRound.map((x) => x.p99)))})`,
+  );
+  print(
+    `  load generator's largest lateness per round (a machine stall shows here too): ${rounds.map((x) => x.d.maxLateMs.toFixed(0)).join(" ")} ms`,
   );
   print(
     `  added by the gateway, request by request (gateway minus the direct request sent at the same tick): p50 ${f2(pct(paired, 50))} ms, p99 ${f2(pct(paired, 99))} ms`,
