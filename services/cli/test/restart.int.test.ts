@@ -1,12 +1,15 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { connectBus } from "@longshot/bus";
+import { createLogger } from "@longshot/log";
 import { git, tempDir } from "@longshot/testkit";
 import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedCluster, startEmbeddedCluster } from "../src/cluster.ts";
 import { type SimLlmProcess, startSimLlmProcess } from "../src/demo.ts";
+import { readLlmUsage } from "../src/follow.ts";
 import { DECOMPOSED_PROMPT, makeListRepo, writeScript } from "./fixtures.ts";
 
 const run = promisify(execFile);
@@ -142,5 +145,22 @@ describe("a service killed with SIGKILL mid-run and restarted", () => {
 
   it("reconciler (after its first sweep)", async () => {
     await expectExactlyOnce(await runWithKill("reconciler", "health.swept"));
+  });
+
+  it("llm-gateway (after the first sandbox started): the tokens it issued before still work", async () => {
+    // The planner's service token and the running sandboxes' task tokens were issued before the kill; the
+    // restarted gateway reads them from NATS KV (without that, every later call would get 401).
+    await expectExactlyOnce(await runWithKill("llm-gateway", "task.started"));
+    const bus = await connectBus({
+      servers: cluster.natsUrl,
+      name: "restart-usage",
+      log: createLogger({ service: "test", level: "warn" }),
+    });
+    try {
+      const usage = await readLlmUsage(bus, "run-kill-llm-gateway");
+      expect(usage!.byRole.worker!.requests).toBeGreaterThanOrEqual(TASKS.length);
+    } finally {
+      await bus.close();
+    }
   });
 });
