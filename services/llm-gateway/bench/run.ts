@@ -123,8 +123,17 @@ interface Reply {
   };
 }
 
-/** POSTs a chat completion; streams are parsed for content and the usage chunk. */
-function post(baseUrl: string, body: string, headers: Record<string, string> = {}): Promise<Reply> {
+/**
+ * POSTs a chat completion; with `parse` (default) the answer is parsed for content and usage (streams too).
+ * The latency benchmarks pass false: the load generator then only reads the bytes, leaving the CPU to the
+ * processes being measured.
+ */
+function post(
+  baseUrl: string,
+  body: string,
+  headers: Record<string, string> = {},
+  parse = true,
+): Promise<Reply> {
   const t0 = performance.now();
   return new Promise((resolve, reject) => {
     const req = request(
@@ -139,10 +148,14 @@ function post(baseUrl: string, body: string, headers: Record<string, string> = {
         });
         res.on("end", () => {
           const ms = performance.now() - t0;
-          const text = Buffer.concat(chunks).toString();
           const out: Reply = { status: res.statusCode ?? 0, ms, ttftMs: ttft, content: "" };
           const oh = res.headers["x-longshot-overhead-ms"];
           if (typeof oh === "string") out.overheadMs = Number(oh);
+          if (!parse) {
+            resolve(out);
+            return;
+          }
+          const text = Buffer.concat(chunks).toString();
           if (text.startsWith("data:")) {
             for (const line of text.split("\n")) {
               if (!line.startsWith("data: {")) continue;
@@ -223,7 +236,7 @@ async function openLoop(paths: string[][], rate: number, seconds: number): Promi
     paths.forEach((targets, p) => {
       const o = out[p]!;
       outstanding++;
-      post(targets[i % targets.length]!, body)
+      post(targets[i % targets.length]!, body, {}, false)
         .then(
           (r) => {
             if (r.status !== 200) o.errors++;
@@ -519,7 +532,7 @@ async function benchCpu(): Promise<void> {
     await Promise.all(
       Array.from({ length: concurrency }, async () => {
         while (left-- > 0) {
-          const r = await post(gw.url, body).catch(() => undefined);
+          const r = await post(gw.url, body, {}, false).catch(() => undefined);
           if (r?.status !== 200) errors++;
         }
       }),
