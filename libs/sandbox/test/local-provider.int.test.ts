@@ -48,16 +48,20 @@ function taskFor(id: string, scope: string[]): Task {
 
 /**
  * A pass-through HTTP proxy in front of sim-llm that records the `model` of every request body (sim-llm
- * itself ignores the field), so a test can see what the agent really asked for.
+ * itself ignores the field) and the gateway routing headers, so a test can see what the agent really sent.
  */
 async function startRecordingProxy(target: string): Promise<{
   url: string;
   models: string[];
+  /** `x-longshot-run-id/x-longshot-task-id` of every request. */
+  routing: string[];
   close(): Promise<void>;
 }> {
   const upstream = new URL(target);
   const models: string[] = [];
+  const routing: string[] = [];
   const server = createServer((req, res) => {
+    routing.push(`${req.headers["x-longshot-run-id"]}/${req.headers["x-longshot-task-id"]}`);
     const chunks: Buffer[] = [];
     req.on("data", (chunk: Buffer) => chunks.push(chunk));
     req.on("end", () => {
@@ -90,6 +94,7 @@ async function startRecordingProxy(target: string): Promise<{
   return {
     url: `http://127.0.0.1:${port}/v1`,
     models,
+    routing,
     close: () =>
       new Promise<void>((ok) => {
         server.closeAllConnections();
@@ -343,6 +348,8 @@ describe("local sandbox provider with the real worker, Pi and sim-llm", () => {
       expect(result.handoff).toMatchObject({ status: "complete", concerns: [] });
       // One request per model call (write, then the handoff), all for the task's model.
       expect(proxy.models).toEqual(["sim-fallback", "sim-fallback"]);
+      // Every call names its run and task (the gateway's session affinity and accounting headers).
+      expect(proxy.routing).toEqual([`${task.runId}/t-model`, `${task.runId}/t-model`]);
       const first = lines.find((l) => l.kind === "progress");
       expect(first?.kind === "progress" ? first.message : "").toContain("model sim-fallback");
     } finally {

@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { WorkerInput } from "@longshot/contracts";
+import { GatewayHeaders, type WorkerInput } from "@longshot/contracts";
 import {
   type AgentSessionEvent,
   AuthStorage,
@@ -76,6 +76,12 @@ async function runSession(
     // Required by Pi's schema; the runtime key above takes precedence over it.
     apiKey: "runtime-key",
     api: "openai-completions",
+    // The LLM gateway keeps a task on one replica (session affinity) by this header; any other endpoint
+    // ignores them.
+    headers: {
+      [GatewayHeaders.taskId]: input.task.id,
+      [GatewayHeaders.runId]: input.task.runId,
+    },
     models: [
       {
         id: input.llm.model,
