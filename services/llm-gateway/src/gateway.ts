@@ -246,13 +246,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
 
   /** Per-request debug lines cost CPU even when dropped (their objects are built): built only at debug level. */
   const debug = log.isLevelEnabled("debug");
-  const ledger = new Ledger(options.prices ?? {});
   const store = options.store;
+  const ledger = new Ledger(options.prices ?? {}, undefined, store !== undefined);
   /** Runs whose stored usage was merged into the ledger (once per process), and loads in progress. */
   const loadedRuns = new Set<string>();
   const loadingRuns = new Map<string, Promise<void>>();
-  /** Runs with usage not yet written to the store. */
-  const dirtyRuns = new Set<string>();
   const flushTimer = store
     ? setInterval(() => void flushUsage(), options.usageFlushMs ?? 1000).unref()
     : undefined;
@@ -402,7 +400,6 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   function account(grant: Grant, model: string, usage: UsageCounts | undefined): void {
     if (usage === undefined) return;
     const cost = ledger.record(grant, model, usage);
-    if (store) dirtyRuns.add(grant.runId);
     const role = grant.role ?? "unknown";
     metrics.tokens.inc({ model, role, type: "prompt" }, usage.promptTokens);
     metrics.tokens.inc({ model, role, type: "completion" }, usage.completionTokens);
@@ -706,7 +703,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       p = (async () => {
         try {
           const snapshot = await st.getUsage(runId);
-          if (snapshot) ledger.restoreUsage(snapshot);
+          if (snapshot) ledger.applyStored(snapshot);
           loadedRuns.add(runId);
         } catch (err) {
           log.warn({ runId, err: (err as Error).message }, "usage store read failed; counting from memory");
@@ -719,18 +716,20 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     return p;
   }
 
+  /**
+   * Adds the usage recorded since the last flush to each run's stored record (compare-and-set, so several
+   * gateways can share the store) and takes the result as this process's view of the run.
+   */
   async function flushUsage(): Promise<void> {
-    if (store === undefined || dirtyRuns.size === 0) return;
-    const runs = [...dirtyRuns];
-    dirtyRuns.clear();
+    if (store === undefined) return;
     await Promise.all(
-      runs.map(async (runId) => {
-        const u = ledger.usage(runId);
-        if (u === undefined) return;
+      ledger.pendingRuns().map(async (runId) => {
+        const delta = ledger.takePending(runId);
+        if (delta === undefined) return;
         try {
-          await store.putUsage(u);
+          ledger.applyStored(await store.addUsage(delta));
         } catch (err) {
-          dirtyRuns.add(runId);
+          ledger.returnPending(delta);
           log.warn({ runId, err: (err as Error).message }, "usage store write failed; will retry");
         }
       }),

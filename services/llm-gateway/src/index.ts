@@ -14,6 +14,7 @@ export {
   CircuitBreaker,
 } from "./domain/breaker.ts";
 export {
+  addRunUsage,
   type BudgetRefusal,
   costOf,
   type Grant,

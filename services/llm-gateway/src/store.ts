@@ -2,22 +2,24 @@ import type { Bus } from "@longshot/bus";
 import { Buckets, LlmRunUsage } from "@longshot/contracts";
 import type { KV } from "@nats-io/kv";
 import { z } from "zod";
-import type { Grant, RunUsage } from "./domain/ledger.ts";
+import { addRunUsage, type Grant, type RunUsage } from "./domain/ledger.ts";
 
 /**
  * Durable side of the gateway's ledger: token grants (by token hash, never the token) and per-run usage, so a
  * restarted gateway still accepts the tokens it issued and still counts what runs already used against their
  * budgets. The gateway writes a grant before it answers `POST /admin/tokens`, deletes it before it answers a
- * revocation, and flushes changed run usage every `usageFlushMs`.
+ * revocation, and adds the usage it recorded to the run's record every `usageFlushMs`. Several gateway
+ * processes may share one store: usage is added, never overwritten.
  */
 export interface LedgerStore {
   /** The grant stored under a token hash, or undefined. */
   getGrant(hash: string): Promise<Grant | undefined>;
   putGrant(hash: string, grant: Grant): Promise<void>;
   deleteGrant(hash: string): Promise<void>;
-  /** The last usage snapshot of a run, or undefined. */
+  /** The stored usage record of a run, or undefined. */
   getUsage(runId: string): Promise<RunUsage | undefined>;
-  putUsage(usage: RunUsage): Promise<void>;
+  /** Adds `delta` to the run's record atomically (compare-and-set). @returns the record after the addition. */
+  addUsage(delta: RunUsage): Promise<RunUsage>;
 }
 
 const GrantRecord = z.object({
@@ -61,10 +63,34 @@ export async function natsLedgerStore(bus: Bus): Promise<LedgerStore> {
       const p = LlmRunUsage.safeParse(safeJson(e.string()));
       return p.success ? (p.data as RunUsage) : undefined;
     },
-    async putUsage(u) {
-      await usage.put(key(u.runId), JSON.stringify(u));
+    async addUsage(delta) {
+      const k = key(delta.runId);
+      for (let attempt = 0; ; attempt++) {
+        const e = await usage.get(k);
+        const current =
+          e !== null && e.operation === "PUT" ? LlmRunUsage.safeParse(safeJson(e.string())) : undefined;
+        const merged = current?.success ? addRunUsage(current.data as RunUsage, delta) : delta;
+        try {
+          if (e === null || e.operation !== "PUT") await usage.create(k, JSON.stringify(merged));
+          else await usage.update(k, JSON.stringify(merged), e.revision);
+          return merged;
+        } catch (err) {
+          // Another gateway wrote the record in between (wrong last sequence / key exists): read it again.
+          if (attempt >= 9 || !isConflict(err)) throw err;
+        }
+      }
     },
   };
+}
+
+/** A KV compare-and-set conflict (JetStream API error 10071, "wrong last sequence" / "key exists"). */
+function isConflict(err: unknown): boolean {
+  const e = err as { code?: unknown; api_error?: { err_code?: unknown }; message?: unknown };
+  return (
+    e?.api_error?.err_code === 10071 ||
+    e?.code === 10071 ||
+    /wrong last sequence|key exists/i.test(String(e?.message ?? ""))
+  );
 }
 
 function safeJson(text: string): unknown {

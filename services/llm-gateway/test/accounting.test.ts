@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
+  addRunUsage,
   costOf,
   Ledger,
   promptKey,
@@ -98,24 +99,46 @@ describe("ledger: tokens, budgets, cost", () => {
     expect(l.admit(task, 1)).toMatchObject({ scope: "task", usedTokens: 1050, reservedTokens: 0 });
   });
 
-  it("restores a run's usage snapshot under what it counted since, keeping budgets set in memory", () => {
-    const before = new Ledger(prices);
+  it("hands out usage not yet stored, and views a run as its stored record plus that", () => {
     const task = { runId: "r1", taskId: "t1", role: "worker" };
-    before.issue({ runId: "r1", budgetTokens: 5000 });
-    before.issue({ ...task, budgetTokens: 300 });
-    before.record(task, "glm-5", { promptTokens: 200, completionTokens: 50, cachedTokens: 100 });
-    const snapshot = before.usage("r1")!;
+    const a = new Ledger(prices, undefined, true); // two gateway processes sharing one store
+    const b = new Ledger(prices, undefined, true);
+    a.issue({ ...task, budgetTokens: 400 });
+    b.issue({ ...task, budgetTokens: 400 });
+    a.record(task, "glm-5", { promptTokens: 200, completionTokens: 50, cachedTokens: 100 });
+    b.record(task, "glm-5", { promptTokens: 100, completionTokens: 10, cachedTokens: 0 });
 
-    const after = new Ledger(prices); // a restarted gateway
-    after.record(task, "glm-5", { promptTokens: 40, completionTokens: 10, cachedTokens: 0 });
-    expect(after.knowsRun("r1")).toBe(true);
-    after.restoreUsage(snapshot);
-    const u = after.usage("r1")!;
-    expect(u).toMatchObject({ requests: 2, totalTokens: 300, promptTokens: 240, cachedTokens: 100 });
-    expect(u.budgetTokens).toBe(5000);
-    expect(u.byTask.t1).toMatchObject({ totalTokens: 300, budgetTokens: 300 });
-    expect(u.byRole.worker!.requests).toBe(2);
-    expect(after.check(task)).toMatchObject({ scope: "task", usedTokens: 300 });
+    // "the store": a's flush, then b's flush adds to it
+    const stored1 = a.takePending("r1")!;
+    expect(a.takePending("r1")).toBeUndefined();
+    a.applyStored(stored1);
+    const stored2 = addRunUsage(stored1, b.takePending("r1")!);
+    b.applyStored(stored2);
+    expect(b.usage("r1")).toMatchObject({
+      requests: 2,
+      totalTokens: 360,
+      byTask: { t1: { totalTokens: 360 } },
+    });
+    expect(b.usage("r1")!.byTask.t1!.budgetTokens).toBe(400); // budgets from memory survive
+
+    // a records more while its next flush fails: nothing is lost, and its view stays stored + unflushed
+    a.record(task, "glm-5", { promptTokens: 30, completionTokens: 10, cachedTokens: 0 });
+    const delta = a.takePending("r1")!;
+    a.returnPending(delta);
+    a.record(task, "glm-5", { promptTokens: 0, completionTokens: 5, cachedTokens: 0 });
+    a.applyStored(stored2);
+    expect(a.usage("r1")).toMatchObject({
+      requests: 4,
+      totalTokens: 405,
+      byRole: { worker: { requests: 4 } },
+    });
+    expect(a.check(task)).toMatchObject({ scope: "task", usedTokens: 405 });
+    expect(a.takePending("r1")).toMatchObject({ requests: 2, totalTokens: 45 });
+
+    // without trackPending (no store) nothing is kept aside
+    const plain = new Ledger();
+    plain.record(task, "m", { promptTokens: 1, completionTokens: 1, cachedTokens: 0 });
+    expect(plain.pendingRuns()).toEqual([]);
   });
 });
 

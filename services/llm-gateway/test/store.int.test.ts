@@ -1,6 +1,8 @@
+import { connectBus } from "@longshot/bus";
+import { createLogger } from "@longshot/log";
 import { startTestNats, type TestNats } from "@longshot/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { RunUsage } from "../src/index.ts";
+import { natsLedgerStore, type RunUsage } from "../src/index.ts";
 import { startGatewayProcess, startReplicas, type TestGatewayProcess, type TestReplica } from "./replicas.ts";
 
 const ADMIN = "admin-token-store-test-0123456789";
@@ -102,6 +104,41 @@ describe("llm-gateway with NATS KV: tokens and usage survive restarts (real gate
     const final = (await usage(third, "run-kv"))!;
     expect(final.requests).toBe(5);
     expect(third.output.join("\n")).not.toContain(late);
+  });
+
+  it("lets two gateway processes share the store: tokens of one work on the other, usage adds up", async () => {
+    const [a, b] = [await gateway(), await gateway()];
+    const token = await issue(a, { runId: "run-shared", taskId: "t1", role: "worker" });
+    const results = await Promise.all([
+      ...[0, 1, 2].map(() => ask(a, token)),
+      ...[0, 1].map(() => ask(b, token)), // b reads the grant from KV
+    ]);
+    expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+    const bus = await connectBus({
+      servers: nats.url,
+      name: "store-test",
+      log: createLogger({ service: "test", level: "warn" }),
+    });
+    try {
+      const store = await natsLedgerStore(bus);
+      // Both flush every 50 ms and add (compare-and-set) to one record: nothing is overwritten.
+      const deadline = Date.now() + 5000;
+      let stored = await store.getUsage("run-shared");
+      while ((stored?.requests ?? 0) < 5 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        stored = await store.getUsage("run-shared");
+      }
+      expect(stored).toMatchObject({ requests: 5, byTask: { t1: { requests: 5 } } });
+      await new Promise((r) => setTimeout(r, 200));
+      expect((await store.getUsage("run-shared"))!.requests).toBe(5); // and nothing counted twice
+      // A process's view of the run is the record as of its own last flush, plus what it counted since.
+      expect((await ask(a, token)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await usage(a, "run-shared"))!.requests).toBe(6); // b's requests included
+      expect((await store.getUsage("run-shared"))!.requests).toBe(6);
+    } finally {
+      await bus.close();
+    }
   });
 
   it("refuses concurrent requests of one task that would overshoot its budget together, with Retry-After", async () => {

@@ -112,6 +112,45 @@ function add(t: UsageTotals, u: TokenUsage, cost: number): void {
   t.cost += cost;
 }
 
+function merge(into: UsageTotals, from: UsageTotals): void {
+  into.requests += from.requests;
+  into.promptTokens += from.promptTokens;
+  into.completionTokens += from.completionTokens;
+  into.cachedTokens += from.cachedTokens;
+  into.totalTokens += from.totalTokens;
+  into.cost += from.cost;
+}
+
+/**
+ * Sum of two usage records of one run (e.g. the stored record and a gateway's unflushed usage): totals and
+ * every task, role and model added up; budgets are `a`'s, else `b`'s. Pure.
+ */
+export function addRunUsage(a: RunUsage, b: RunUsage): RunUsage {
+  const out: RunUsage = { runId: a.runId, ...zero(), byTask: {}, byRole: {}, byModel: {} };
+  merge(out, a);
+  merge(out, b);
+  const budget = a.budgetTokens ?? b.budgetTokens;
+  if (budget !== undefined) out.budgetTokens = budget;
+  const slot = <T extends UsageTotals>(rec: Record<string, T>, id: string, make: () => T): T => {
+    const existing = rec[id];
+    if (existing !== undefined) return existing;
+    const created = make();
+    rec[id] = created;
+    return created;
+  };
+  for (const src of [a, b]) {
+    for (const [id, t] of Object.entries(src.byTask)) {
+      const into = slot<UsageTotals & { budgetTokens?: number }>(out.byTask, id, zero);
+      merge(into, t);
+      const tb = into.budgetTokens ?? t.budgetTokens;
+      if (tb !== undefined) into.budgetTokens = tb;
+    }
+    for (const [id, t] of Object.entries(src.byRole)) merge(slot(out.byRole, id, zero), t);
+    for (const [id, t] of Object.entries(src.byModel)) merge(slot(out.byModel, id, zero), t);
+  }
+  return out;
+}
+
 function bucket(map: Map<string, UsageTotals>, key: string): UsageTotals {
   let t = map.get(key);
   if (t === undefined) {
@@ -155,19 +194,28 @@ export function hashToken(token: string): string {
 export class Ledger {
   private readonly grants = new Map<string, Grant>();
   private readonly runs = new Map<string, RunState>();
+  /** Usage recorded since the last {@link takePending}, per run (kept only with `trackPending`). */
+  private readonly pending = new Map<string, RunState>();
+  private readonly trackPending: boolean;
   private readonly newToken: () => string;
   prices: PriceTable;
 
+  /**
+   * @param trackPending keep the usage recorded since the last {@link takePending} per run, for a store that
+   *   adds it to a shared record (the gateway sets it when it has a store).
+   */
   constructor(
     prices: PriceTable = {},
     newToken: () => string = () => `lsg_${randomBytes(32).toString("base64url")}`,
+    trackPending = false,
   ) {
     this.prices = prices;
     this.newToken = newToken;
+    this.trackPending = trackPending;
   }
 
-  private run(runId: string): RunState {
-    let r = this.runs.get(runId);
+  private run(runId: string, map = this.runs): RunState {
+    let r = map.get(runId);
     if (r === undefined) {
       r = {
         totals: zero(),
@@ -177,7 +225,7 @@ export class Ledger {
         roles: new Map(),
         models: new Map(),
       };
-      this.runs.set(runId, r);
+      map.set(runId, r);
     }
     return r;
   }
@@ -233,28 +281,52 @@ export class Ledger {
   }
 
   /**
-   * Restores a run's usage from a snapshot (see {@link usage}) written before a restart. Budgets already set in
-   * memory win over the snapshot's; usage recorded in memory since is kept on top.
+   * Replaces what the ledger knows of a run's usage by a stored record (written by this or another gateway
+   * process, see {@link takePending}) plus the usage recorded here and not taken yet. Budgets set in memory win
+   * over the record's; usage held by requests in flight is kept.
    */
-  restoreUsage(snapshot: RunUsage): void {
-    const run = this.run(snapshot.runId);
-    const merge = (into: UsageTotals, from: UsageTotals) => {
-      into.requests += from.requests;
-      into.promptTokens += from.promptTokens;
-      into.completionTokens += from.completionTokens;
-      into.cachedTokens += from.cachedTokens;
-      into.totalTokens += from.totalTokens;
-      into.cost += from.cost;
-    };
-    merge(run.totals, snapshot);
-    run.budget ??= snapshot.budgetTokens;
-    for (const [id, t] of Object.entries(snapshot.byTask)) {
-      const task = this.task(run, id);
-      merge(task.totals, t);
-      task.budget ??= t.budgetTokens;
+  applyStored(stored: RunUsage): void {
+    const pending = this.usageOf(this.pending.get(stored.runId), stored.runId);
+    const view = pending ? addRunUsage(stored, pending) : stored;
+    const run = this.run(stored.runId);
+    run.totals = zero();
+    merge(run.totals, view);
+    run.budget ??= view.budgetTokens;
+    const tasks = run.tasks;
+    run.tasks = new Map();
+    for (const [id, t] of Object.entries(view.byTask)) {
+      const totals = zero();
+      merge(totals, t);
+      const old = tasks.get(id);
+      run.tasks.set(id, { totals, budget: old?.budget ?? t.budgetTokens, reserved: old?.reserved ?? 0 });
     }
-    for (const [id, t] of Object.entries(snapshot.byRole)) merge(bucket(run.roles, id), t);
-    for (const [id, t] of Object.entries(snapshot.byModel)) merge(bucket(run.models, id), t);
+    for (const [id, old] of tasks) if (!run.tasks.has(id)) run.tasks.set(id, { ...old, totals: zero() });
+    run.roles = new Map(Object.entries(view.byRole).map(([id, t]) => [id, { ...t }]));
+    run.models = new Map(Object.entries(view.byModel).map(([id, t]) => [id, { ...t }]));
+  }
+
+  /** Runs with usage recorded and not taken yet. */
+  pendingRuns(): string[] {
+    return [...this.pending.keys()];
+  }
+
+  /**
+   * The usage recorded for a run since the last call (no budgets), to add to a shared record; undefined when
+   * there is none. Give it back with {@link returnPending} when it could not be stored.
+   */
+  takePending(runId: string): RunUsage | undefined {
+    const p = this.pending.get(runId);
+    this.pending.delete(runId);
+    return this.usageOf(p, runId);
+  }
+
+  /** Puts usage taken by {@link takePending} back (its store write failed), to be taken again later. */
+  returnPending(delta: RunUsage): void {
+    const p = this.run(delta.runId, this.pending);
+    merge(p.totals, delta);
+    for (const [id, t] of Object.entries(delta.byTask)) merge(this.task(p, id).totals, t);
+    for (const [id, t] of Object.entries(delta.byRole)) merge(bucket(p.roles, id), t);
+    for (const [id, t] of Object.entries(delta.byModel)) merge(bucket(p.models, id), t);
   }
 
   /** The grant of a token, or undefined for an unknown / revoked token. */
@@ -324,17 +396,23 @@ export class Ledger {
   /** Adds one completion's usage. @returns its cost (currency units). */
   record(grant: Grant, model: string, usage: TokenUsage): number {
     const cost = costOf(this.prices, model, usage);
-    const run = this.run(grant.runId);
-    add(run.totals, usage, cost);
-    if (grant.taskId !== undefined) add(this.task(run, grant.taskId).totals, usage, cost);
-    add(bucket(run.roles, grant.role ?? "unknown"), usage, cost);
-    add(bucket(run.models, model), usage, cost);
+    const targets = [this.run(grant.runId)];
+    if (this.trackPending) targets.push(this.run(grant.runId, this.pending));
+    for (const run of targets) {
+      add(run.totals, usage, cost);
+      if (grant.taskId !== undefined) add(this.task(run, grant.taskId).totals, usage, cost);
+      add(bucket(run.roles, grant.role ?? "unknown"), usage, cost);
+      add(bucket(run.models, model), usage, cost);
+    }
     return cost;
   }
 
   /** Usage of one run (undefined when nothing is known about it). */
   usage(runId: string): RunUsage | undefined {
-    const r = this.runs.get(runId);
+    return this.usageOf(this.runs.get(runId), runId);
+  }
+
+  private usageOf(r: RunState | undefined, runId: string): RunUsage | undefined {
     if (r === undefined) return undefined;
     const out: RunUsage = { runId, ...r.totals, byTask: {}, byRole: {}, byModel: {} };
     if (r.budget !== undefined) out.budgetTokens = r.budget;
