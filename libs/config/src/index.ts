@@ -53,6 +53,11 @@ export const LlmEndpoint = z.object({
   endpoint: z.url(),
   apiKey: z.string().optional(),
   weight: z.number().positive().default(1),
+  /**
+   * Model ids this endpoint serves (LLM gateway: a request for model X goes only to endpoints listing X, or
+   * listing nothing). Omit for an endpoint that serves whatever it is asked.
+   */
+  models: z.array(z.string().min(1)).min(1).optional(),
 });
 export type LlmEndpoint = z.infer<typeof LlmEndpoint>;
 

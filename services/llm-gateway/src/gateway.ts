@@ -174,6 +174,7 @@ const AddUpstreamBody = z.object({
   endpoint: z.url(),
   apiKey: z.string().min(1).optional(),
   weight: z.number().positive().optional(),
+  models: z.array(z.string().min(1)).min(1).optional(),
 });
 
 const IssueTokenBody = z.object({
@@ -382,11 +383,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   if (health) scheduleHealth(health, 0);
 
   // ---- routing ----------------------------------------------------------------------------------------------
-  function candidates(now: number, exclude: ReadonlySet<string>): Upstream[] {
+  /** Eligible upstreams serving `model`, preferring ones not in `exclude` (already tried). */
+  function candidates(now: number, exclude: ReadonlySet<string>, model?: string): Upstream[] {
     const all: Upstream[] = [];
     const fresh: Upstream[] = [];
     for (const u of upstreams.values()) {
-      if (!u.eligible(now)) continue;
+      if (!u.eligible(now) || !u.serves(model)) continue;
       all.push(u);
       if (!exclude.has(u.name)) fresh.push(u);
     }
@@ -596,7 +598,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     for (let n = 0; n <= maxRetries; n++) {
       if (ctx.signal.aborted) return;
       const now = Date.now();
-      const pool = candidates(now, tried);
+      const pool = candidates(now, tried, ctx.view.model);
       if (pool.length === 0) break;
       const decision = policy.pick(pool.map(toCandidate), input);
       const u = decision ? upstreams.get(decision.name) : undefined;
@@ -795,6 +797,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       sendError(res, 400, "invalid_request", "invalid chat completion request: messages must be an array");
       return;
     }
+    if (view.model !== undefined && upstreams.size > 0 && !servedAnywhere(view.model)) {
+      metrics.responses.inc({ status: "404", stream: String(view.stream) });
+      sendError(
+        res,
+        404,
+        "model_not_found",
+        `model ${JSON.stringify(view.model)} is not served by this gateway (models: ${[...configuredModels()].join(", ")})`,
+      );
+      return;
+    }
     const loading = ensureRunLoaded(grant.runId);
     if (loading) await loading;
     // Estimated size of this request (≈ 4 bytes per prompt token, plus the completion cap it asked for).
@@ -875,9 +887,63 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
   }
 
-  /** GET passthrough (`/v1/models…`): tries each eligible upstream once. */
-  async function passthroughGet(res: ServerResponse, path: string): Promise<void> {
-    for (const u of candidates(Date.now(), new Set())) {
+  /** Whether some upstream (eligible or not) serves `model`. */
+  function servedAnywhere(model: string): boolean {
+    for (const u of upstreams.values()) if (u.serves(model)) return true;
+    return false;
+  }
+
+  /** Models named in upstream configs; `open` tells whether some upstream serves any model. */
+  function configuredModels(): Set<string> & { open?: boolean } {
+    const out: Set<string> & { open?: boolean } = new Set();
+    for (const u of upstreams.values()) {
+      if (u.models === undefined) out.open = true;
+      else for (const m of u.models) out.add(m);
+    }
+    return out;
+  }
+
+  const modelObject = (id: string) => ({ id, object: "model", created: 0, owned_by: "longshot-llm-gateway" });
+
+  /**
+   * `GET /v1/models[/{id}]`: the models named in upstream configs, plus what an upstream without a model list
+   * answers (passed through when no upstream names its models).
+   */
+  async function models(res: ServerResponse, path: string): Promise<void> {
+    const configured = configuredModels();
+    const id = path.startsWith("models/") ? decodeURIComponent(path.slice("models/".length)) : undefined;
+    if (configured.size === 0) return passthroughGet(res, path, undefined);
+    if (id !== undefined) {
+      if (configured.has(id)) return sendJson(res, 200, modelObject(id));
+      if (configured.open) return passthroughGet(res, path, undefined);
+      return sendError(
+        res,
+        404,
+        "model_not_found",
+        `model ${JSON.stringify(id)} is not served by this gateway`,
+      );
+    }
+    const data = [...configured].map(modelObject);
+    if (configured.open) {
+      const open = candidates(Date.now(), new Set()).find((u) => u.models === undefined);
+      const listed = open ? await getFrom(open, open.pathOf("models"), true, firstByteTimeoutMs) : undefined;
+      if (listed && listed.status === 200) {
+        try {
+          const more = (JSON.parse(listed.body.toString("utf8")) as { data?: { id?: unknown }[] }).data ?? [];
+          for (const m of more) {
+            if (typeof m.id === "string" && !configured.has(m.id)) data.push(modelObject(m.id));
+          }
+        } catch {
+          // an unparsable list adds nothing
+        }
+      }
+    }
+    sendJson(res, 200, { object: "list", data });
+  }
+
+  /** GET passthrough (`/v1/models…`): tries each eligible upstream (serving `model`, when given) once. */
+  async function passthroughGet(res: ServerResponse, path: string, model: string | undefined): Promise<void> {
+    for (const u of candidates(Date.now(), new Set(), model)) {
       const result = await getFrom(u, u.pathOf(path), true, firstByteTimeoutMs);
       if (result === undefined || result.status >= 500) continue;
       res.writeHead(result.status, {
@@ -1065,7 +1131,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (path === "/v1/models" || path.startsWith("/v1/models/")) {
       if (method !== "GET") return sendError(res, 405, "method_not_allowed", `use GET on ${path}`);
       if ((await authenticate(req, res)) === undefined) return;
-      return passthroughGet(res, path.slice("/v1/".length));
+      return models(res, path.slice("/v1/".length));
     }
     if (path === "/healthz" || path === "/readyz") {
       const now = Date.now();

@@ -11,6 +11,11 @@ export interface UpstreamConfig {
   apiKey?: string | undefined;
   /** Relative share of traffic for weighted policies (> 0). Default 1. */
   weight?: number | undefined;
+  /**
+   * Model ids served here: a request for model X is routed only to upstreams listing X or listing nothing.
+   * Omit for a replica that serves whatever it is asked (one model per gateway).
+   */
+  models?: string[] | undefined;
 }
 
 /** Lifecycle of an upstream: `active` takes new requests; `draining` finishes its in-flight ones only. */
@@ -26,6 +31,8 @@ export interface UpstreamInfo {
   breaker: BreakerState;
   inflight: number;
   hasApiKey: boolean;
+  /** Models it serves; absent = any. */
+  models?: string[];
 }
 
 /** Thrown for an invalid upstream (bad URL, duplicate name). `code` is the admin API error code. */
@@ -45,6 +52,8 @@ export class Upstream {
   readonly url: URL;
   readonly apiKey: string | undefined;
   readonly weight: number;
+  /** Models served (see {@link UpstreamConfig.models}); undefined = any. */
+  readonly models: ReadonlySet<string> | undefined;
   /**
    * Keep-alive connection pool to the endpoint's origin (undici: about 60 µs less CPU per request than
    * `node:http` with a keep-alive agent, measured on the benchmark machine). No undici timeouts: the gateway
@@ -82,6 +91,7 @@ export class Upstream {
     this.url = url;
     this.apiKey = config.apiKey || undefined;
     this.weight = config.weight !== undefined && config.weight > 0 ? config.weight : 1;
+    this.models = config.models && config.models.length > 0 ? new Set(config.models) : undefined;
     this.pool = new Pool(url.origin, {
       headersTimeout: 0,
       bodyTimeout: 0,
@@ -101,6 +111,11 @@ export class Upstream {
   pathOf(path: string): string {
     const u = this.resolve(path);
     return `${u.pathname}${u.search}`;
+  }
+
+  /** Whether it serves `model` (an upstream without a model list serves any; a request without a model goes anywhere). */
+  serves(model: string | undefined): boolean {
+    return model === undefined || this.models === undefined || this.models.has(model);
   }
 
   /** Whether new requests may be routed here at `now` (active, healthy, circuit not open or a trial free). */
@@ -141,6 +156,7 @@ export class Upstream {
       breaker: this.breaker.state(now),
       inflight: this.inflight,
       hasApiKey: this.apiKey !== undefined,
+      ...(this.models ? { models: [...this.models] } : {}),
     };
   }
 }

@@ -7,7 +7,7 @@ describe("gateway configuration", () => {
     const o = gatewayOptionsFromEnv({
       LLM_ENDPOINTS: JSON.stringify([
         { name: "a", endpoint: "http://a:30000/v1", apiKey: "k-a", weight: 2 },
-        { name: "b", endpoint: "http://b:30000/v1" },
+        { name: "b", endpoint: "http://b:30000/v1", models: ["glm-4.5-air"] },
       ]),
       GATEWAY_ADMIN_TOKEN: "admin-token-0123456789",
       GATEWAY_PORT: "0",
@@ -18,7 +18,7 @@ describe("gateway configuration", () => {
     });
     expect(o.upstreams).toEqual([
       { name: "a", endpoint: "http://a:30000/v1", apiKey: "k-a", weight: 2 },
-      { name: "b", endpoint: "http://b:30000/v1", weight: 1 },
+      { name: "b", endpoint: "http://b:30000/v1", weight: 1, models: ["glm-4.5-air"] },
     ]);
     expect(o).toMatchObject({
       port: 0,

@@ -280,3 +280,47 @@ describe("llm-gateway resilience (real sim-llm replica processes)", () => {
     expect((await adminCall("DELETE", "/admin/upstreams/nope")).status).toBe(404);
   });
 });
+
+describe("llm-gateway model-aware routing (real sim-llm replica processes)", () => {
+  it("sends a model only to the replicas serving it, lists every model, and answers 404 for an unknown one", async () => {
+    const [big, small, any] = await replicas(3, ["--tps", "5000"], "m");
+    const upstreams = [
+      { name: "big", endpoint: big!.url, models: ["glm-5"] },
+      { name: "small", endpoint: small!.url, models: ["glm-4.5-air"] },
+    ];
+    const ask = async (gw: Gateway, model: string) => {
+      const res = await fetch(`${gw.url}/chat/completions`, {
+        method: "POST",
+        body: JSON.stringify({ model, messages: user(`hello ${model}`) }),
+      });
+      const body = (await res.json()) as { error?: { code: string; message: string } };
+      return { status: res.status, upstream: res.headers.get(UPSTREAM_HEADER), error: body.error };
+    };
+
+    const gw = await gateway([], { upstreams: [...upstreams, { name: "any", endpoint: any!.url }] });
+    const seen = { "glm-5": new Set<string>(), "glm-4.5-air": new Set<string>(), other: new Set<string>() };
+    for (let i = 0; i < 6; i++) {
+      seen["glm-5"].add((await ask(gw, "glm-5")).upstream!);
+      seen["glm-4.5-air"].add((await ask(gw, "glm-4.5-air")).upstream!);
+      seen.other.add((await ask(gw, "some-other-model")).upstream!);
+    }
+    expect(seen["glm-5"]).toEqual(new Set(["big", "any"]));
+    expect(seen["glm-4.5-air"]).toEqual(new Set(["small", "any"]));
+    expect(seen.other).toEqual(new Set(["any"])); // only the replica without a model list takes anything
+    const list = (await (await fetch(`${gw.url}/models`)).json()) as { data: { id: string }[] };
+    expect(list.data.map((m) => m.id).sort()).toEqual(["glm-4.5-air", "glm-5", "sim-1"]); // sim-1: from "any"
+
+    const strict = await gateway([], { upstreams });
+    const unknown = await ask(strict, "some-other-model");
+    expect(unknown.status).toBe(404);
+    expect(unknown.error?.code).toBe("model_not_found");
+    expect(unknown.error?.message).toContain("glm-5");
+    expect((await fetch(`${strict.url}/models/glm-5`)).status).toBe(200);
+    expect((await fetch(`${strict.url}/models/nope`)).status).toBe(404);
+    // A served model whose only replica is drained: 503 (retry later), not 404.
+    await strict.upstreams.drain("small");
+    const drained = await ask(strict, "glm-4.5-air");
+    expect(drained.status).toBe(503);
+    expect(drained.error?.code).toBe("no_upstream_available");
+  });
+});
