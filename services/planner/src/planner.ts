@@ -52,6 +52,15 @@ export interface PlannerDeps {
 const MAX_CONSECUTIVE_ERRORS = 10;
 
 /**
+ * The HTTP status of a model error that retrying cannot fix — 401 (bad key), 403 (no access), 404 (unknown
+ * model, e.g. the gateway's `model_not_found`) — else undefined. The openai SDK's `APIError` carries `status`.
+ */
+function refusedStatus(err: unknown): number | undefined {
+  const status = (err as { status?: unknown } | null)?.status;
+  return status === 401 || status === 403 || status === 404 ? status : undefined;
+}
+
+/**
  * The planner core: one actor per active run. Every state change is serialized per run and persisted to the
  * `longshot-runs` KV bucket (compare-and-set on the revision) before the triggering message is acknowledged, so a restarted planner resumes
  * (conversation included) from KV.
@@ -275,6 +284,19 @@ export function createPlanner(deps: PlannerDeps) {
         await this.mutate((st) => ({ ...st, consecutiveErrors: st.consecutiveErrors + 1 }));
         const n = this.state.consecutiveErrors;
         this.log.error({ err, consecutiveErrors: n }, "planning failed");
+        const refused = refusedStatus(err);
+        if (refused !== undefined) {
+          // Wrong key, no access, unknown model: asking again cannot help. End the run now, saying why.
+          await this.complete(
+            summarize(
+              this.state,
+              this.state.lastSweep,
+              Date.now(),
+              `the model endpoint refused the planner's request (HTTP ${refused}): ${(err as Error).message}; check LLM_API_KEY / LLM_MODEL`,
+            ),
+          );
+          return;
+        }
         if (n >= MAX_CONSECUTIVE_ERRORS) {
           await this.complete(
             summarize(

@@ -64,6 +64,67 @@ afterAll(async () => {
   await dir?.cleanup();
 });
 
+describe("planner and a model endpoint that refuses it", () => {
+  it("ends the run red at once with the HTTP status and what to check, instead of retrying", async () => {
+    const repo = join(dir.path, "target-401");
+    await makeRepo(repo, { "SPEC.md": "# spec\n" });
+    const keyed = spawn(
+      process.execPath,
+      [
+        join(root, "services/sim-llm/src/main.ts"),
+        "--script",
+        join(dir.path, "script.json"),
+        "--port",
+        "0",
+        "--api-key",
+        "the-right-key",
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    try {
+      const url = await new Promise<string>((resolve) => {
+        keyed.stdout.on("data", (d: Buffer) => {
+          const m = /listening on (http\S+)/.exec(d.toString());
+          if (m) resolve(m[1]!);
+        });
+      });
+      const planner = createPlanner({
+        bus,
+        log,
+        llm: new ChatClient({
+          endpoints: [{ name: "sim", baseUrl: url, apiKey: "a-wrong-key", weight: 1 }],
+          model: "sim-cas",
+          timeoutMs: 10_000,
+          maxTokens: 1000,
+        }),
+        repo: createRepoReader(join(dir.path, "state")),
+        systemPromptPath: join(root, "prompts/root-planner.md"),
+        policy: {
+          branchPrefix: "worker/",
+          maxConflictFixes: 30,
+          finalizationMaxAttempts: 3,
+          finalizationTimeoutMs: 60_000,
+        },
+        replanAfter: 3,
+        maxIterations: 10,
+      });
+      const completed = bus.nc.subscribe("longshot.event.run-401.run.completed", { max: 1 });
+      const t0 = Date.now();
+      await planner.start({ runId: "run-401", prompt: "x", repo, baseBranch: "main", maxWorkers: 2 });
+      for await (const m of completed) {
+        const summary = m.json<{ data: { status: string; reason?: string } }>().data;
+        expect(summary.status).toBe("red");
+        expect(summary.reason).toContain("HTTP 401");
+        expect(summary.reason).toContain("LLM_API_KEY");
+      }
+      expect(Date.now() - t0).toBeLessThan(10_000); // no backoff ladder (10 attempts, up to 30 s apart)
+      planner.stop();
+    } finally {
+      keyed.kill("SIGTERM");
+    }
+  });
+});
+
 describe("planner run state in KV", () => {
   it("given another writer changed the run state, when the planner records a handoff, then it reloads and keeps both changes", async () => {
     const repo = join(dir.path, "target");
