@@ -173,6 +173,19 @@ describe("cluster end to end", () => {
     } finally {
       await bus.close();
     }
+    // Sandbox tokens are issued with a lifetime (the worker deadline plus a margin).
+    const issued = await waitFor(
+      async () => {
+        const text = await readFile(join(cluster.logDir, "llm-gateway.log"), "utf8").catch(() => "");
+        return text
+          .split("\n")
+          .filter((l) => l.includes('"msg":"token issued"') && l.includes('"taskId"'))
+          .map((l) => JSON.parse(l) as { expiresAt?: number })[0];
+      },
+      5_000,
+      100,
+    );
+    expect(issued.expiresAt).toBeGreaterThan(Date.now() + 30 * 60_000); // WORKER_TIMEOUT 1800 s + 5 min
     const anonymous = await fetch(`${cluster.gatewayUrl}/v1/chat/completions`, {
       method: "POST",
       body: JSON.stringify({ model: "x", messages: [{ role: "user", content: "hi" }] }),

@@ -29,6 +29,8 @@ runService("dispatcher", async ({ config, log, bus }) => {
           config.LLM_GATEWAY_ADMIN_URL,
           config.GATEWAY_ADMIN_TOKEN,
           config.WORKER_TOKEN_BUDGET,
+          // A sandbox's token dies a little after the sandbox's deadline, even if its revocation fails.
+          config.WORKER_TIMEOUT * 1000 + 5 * 60_000,
         )
       : undefined;
   const handler = createTaskHandler({

@@ -183,6 +183,8 @@ const IssueTokenBody = z.object({
   role: z.string().min(1).optional(),
   budgetTokens: z.int().positive().optional(),
   anyRun: z.boolean().optional(),
+  /** Lifetime of the token (ms); it is refused after that. */
+  ttlMs: z.int().positive().optional(),
 });
 
 /** Run ids the `x-longshot-run-id` header may name (they become KV keys). */
@@ -665,24 +667,33 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     );
   }
 
-  /** The grant of a token: memory first, then the store (a token issued before a restart). */
-  async function grantOf(token: string): Promise<Grant | undefined> {
+  /**
+   * The grant of a token: memory first, then the store (a token issued before a restart). An expired grant is
+   * forgotten (and deleted from the store, best effort) and reported as `"expired"`.
+   */
+  async function grantOf(token: string): Promise<Grant | "expired" | undefined> {
     const hash = hashToken(token);
-    const known = ledger.grantOf(hash);
-    if (known !== undefined || store === undefined) return known;
-    try {
-      const stored = await store.getGrant(hash);
-      return stored === undefined ? undefined : ledger.putGrant(hash, stored);
-    } catch (err) {
-      log.warn({ err: (err as Error).message }, "token store lookup failed");
-      return undefined;
+    let grant = ledger.grantOf(hash);
+    if (grant === undefined && store !== undefined) {
+      try {
+        const stored = await store.getGrant(hash);
+        if (stored !== undefined) grant = ledger.putGrant(hash, stored);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, "token store lookup failed");
+      }
     }
+    if (grant?.expiresAt !== undefined && Date.now() >= grant.expiresAt) {
+      ledger.dropGrant(hash);
+      store?.deleteGrant(hash).catch(() => undefined);
+      return "expired";
+    }
+    return grant;
   }
 
   async function authenticate(req: IncomingMessage, res: ServerResponse): Promise<Grant | undefined> {
     const token = bearerToken(req.headers);
-    const grant = token === undefined ? undefined : await grantOf(token);
-    if (grant) return grant;
+    const found = token === undefined ? undefined : await grantOf(token);
+    if (found !== undefined && found !== "expired") return found;
     if (auth === "open") return ANONYMOUS;
     metrics.rejected.inc({ reason: "unauthorized" });
     sendError(
@@ -691,7 +702,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       "invalid_api_key",
       token === undefined
         ? "missing bearer token: send Authorization: Bearer <token issued by POST /admin/tokens>"
-        : "unknown or revoked gateway token",
+        : found === "expired"
+          ? "expired gateway token"
+          : "unknown or revoked gateway token",
     );
     return undefined;
   }
@@ -1047,18 +1060,25 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (path === "/admin/tokens" && method === "POST") {
         const p = IssueTokenBody.safeParse(body);
         if (!p.success) return sendError(res, 400, "invalid_request", issuesText(p.error));
+        const { ttlMs, ...rest } = p.data;
+        const grant: Grant = ttlMs === undefined ? rest : { ...rest, expiresAt: Date.now() + ttlMs };
         let token: string;
         try {
-          token = await issue(p.data);
+          token = await issue(grant);
         } catch (err) {
           log.error({ err: (err as Error).message }, "token store write failed; token not issued");
           return sendError(res, 503, "store_unavailable", "could not store the token; retry");
         }
         log.info(
-          { runId: p.data.runId, taskId: p.data.taskId, budgetTokens: p.data.budgetTokens },
+          {
+            runId: grant.runId,
+            taskId: grant.taskId,
+            budgetTokens: grant.budgetTokens,
+            expiresAt: grant.expiresAt,
+          },
           "token issued",
         );
-        return sendJson(res, 201, { token, ...p.data });
+        return sendJson(res, 201, { token, ...grant });
       }
       if (path === "/admin/tokens" && method === "DELETE") {
         const t = (body as { token?: unknown } | undefined)?.token;

@@ -28,6 +28,7 @@ const GrantRecord = z.object({
   role: z.string().min(1).optional(),
   budgetTokens: z.number().int().positive().optional(),
   anyRun: z.boolean().optional(),
+  expiresAt: z.number().int().positive().optional(),
 });
 
 /** KV keys are `[-/_=.a-zA-Z0-9]+`; run ids are (see `Id`), token hashes are base64url. */

@@ -293,6 +293,24 @@ describe("llm-gateway API with the openai SDK in front of 3 sim-llm replicas", (
     expect(ok.choices[0]?.message).toBeDefined();
   });
 
+  it("refuses a token after its ttl, saying it expired", async () => {
+    const res = await admin("POST", "/admin/tokens", { runId: "run-ttl", taskId: "t", ttlMs: 300 });
+    const issued = (await res.json()) as { token: string; expiresAt: number };
+    expect(issued.expiresAt).toBeGreaterThan(Date.now());
+    const ask = () =>
+      fetch(`${gw.url}/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${issued.token}` },
+        body: JSON.stringify({ model: "glm-5", messages: [{ role: "user", content: "hi" }] }),
+      });
+    expect((await ask()).status).toBe(200);
+    await new Promise((r) => setTimeout(r, Math.max(0, issued.expiresAt - Date.now()) + 50));
+    const late = await ask();
+    expect(late.status).toBe(401);
+    expect(await late.text()).toContain("expired gateway token");
+    expect((await ask()).status).toBe(401); // forgotten: now simply unknown
+  });
+
   it("needs a gateway token on /v1 and the admin token on /admin", async () => {
     const bad = clientFor("lsg_not-a-real-token");
     await expect(

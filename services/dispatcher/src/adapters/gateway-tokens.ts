@@ -13,9 +13,15 @@ export interface TokenIssuer {
 
 /**
  * The dispatcher's token issuer: sandboxes get a gateway token scoped to their run and task (session
- * affinity, accounting, budget) instead of any provider key. `adminUrl` is the gateway's base URL.
+ * affinity, accounting, budget) instead of any provider key. `adminUrl` is the gateway's base URL;
+ * `budgetTokens` (0 = none) caps each task's tokens; `ttlMs` is the token's lifetime (ms).
  */
-export function createTokenIssuer(adminUrl: string, adminToken: string, budgetTokens: number): TokenIssuer {
+export function createTokenIssuer(
+  adminUrl: string,
+  adminToken: string,
+  budgetTokens: number,
+  ttlMs?: number,
+): TokenIssuer {
   const base = adminUrl.replace(/\/+$/, "").replace(/\/v1$/, "");
   const headers = { authorization: `Bearer ${adminToken}`, "content-type": "application/json" };
   return {
@@ -28,6 +34,7 @@ export function createTokenIssuer(adminUrl: string, adminToken: string, budgetTo
           taskId: task.id,
           role: "worker",
           ...(budgetTokens > 0 ? { budgetTokens } : {}),
+          ...(ttlMs !== undefined ? { ttlMs } : {}),
         }),
       });
       if (!res.ok)

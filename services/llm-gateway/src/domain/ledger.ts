@@ -52,6 +52,8 @@ export interface Grant {
    * fallback for requests without the header.
    */
   anyRun?: boolean | undefined;
+  /** When the token stops working (epoch ms); absent = until revoked. */
+  expiresAt?: number | undefined;
 }
 
 /** Accumulated usage of one scope. */
@@ -256,6 +258,7 @@ export class Ledger {
     if (grant.role !== undefined) g.role = grant.role;
     if (grant.budgetTokens !== undefined) g.budgetTokens = grant.budgetTokens;
     if (grant.anyRun === true) g.anyRun = true;
+    if (grant.expiresAt !== undefined) g.expiresAt = grant.expiresAt;
     this.grants.set(hash, g);
     const run = this.run(g.runId);
     if (g.budgetTokens !== undefined) {
