@@ -50,6 +50,15 @@ export interface Usage {
   totalTokens: number;
 }
 
+/**
+ * The HTTP status of a model error that retrying cannot fix — 401 (bad key), 403 (no access), 404 (unknown model,
+ * e.g. the LLM gateway's `model_not_found`) — else undefined. The openai SDK's `APIError` carries `status`.
+ */
+export function refusalStatus(err: unknown): 401 | 403 | 404 | undefined {
+  const status = (err as { status?: unknown } | null)?.status;
+  return status === 401 || status === 403 || status === 404 ? status : undefined;
+}
+
 /** Thrown when the model's reply could not be turned into the expected JSON, even after one repair retry. */
 export class ModelOutputError extends Error {
   override readonly name = "ModelOutputError";

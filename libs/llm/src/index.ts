@@ -5,6 +5,7 @@ export {
   type ChatMessage,
   chatClientFromConfig,
   ModelOutputError,
+  refusalStatus,
   type Usage,
 } from "./client.ts";
 export { extractJson } from "./json.ts";

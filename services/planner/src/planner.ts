@@ -10,7 +10,7 @@ import {
   taskQueue,
 } from "@longshot/contracts";
 import type { RepoReader } from "@longshot/git";
-import type { ChatClient } from "@longshot/llm";
+import { type ChatClient, refusalStatus } from "@longshot/llm";
 import type { Logger } from "@longshot/log";
 import type { KV } from "@nats-io/kv";
 import { followUpMessage, initialMessage, seenState } from "./domain/messages.ts";
@@ -50,15 +50,6 @@ export interface PlannerDeps {
 }
 
 const MAX_CONSECUTIVE_ERRORS = 10;
-
-/**
- * The HTTP status of a model error that retrying cannot fix — 401 (bad key), 403 (no access), 404 (unknown
- * model, e.g. the gateway's `model_not_found`) — else undefined. The openai SDK's `APIError` carries `status`.
- */
-function refusedStatus(err: unknown): number | undefined {
-  const status = (err as { status?: unknown } | null)?.status;
-  return status === 401 || status === 403 || status === 404 ? status : undefined;
-}
 
 /**
  * The planner core: one actor per active run. Every state change is serialized per run and persisted to the
@@ -284,7 +275,7 @@ export function createPlanner(deps: PlannerDeps) {
         await this.mutate((st) => ({ ...st, consecutiveErrors: st.consecutiveErrors + 1 }));
         const n = this.state.consecutiveErrors;
         this.log.error({ err, consecutiveErrors: n }, "planning failed");
-        const refused = refusedStatus(err);
+        const refused = refusalStatus(err);
         if (refused !== undefined) {
           // Wrong key, no access, unknown model: asking again cannot help. End the run now, saying why.
           await this.complete(

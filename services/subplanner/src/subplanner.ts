@@ -9,7 +9,7 @@ import {
   TaskMessage,
   taskQueue,
 } from "@longshot/contracts";
-import type { ChatClient } from "@longshot/llm";
+import { type ChatClient, refusalStatus } from "@longshot/llm";
 import type { Logger } from "@longshot/log";
 import type { KV } from "@nats-io/kv";
 import type { RepoReader } from "./adapters/repo.ts";
@@ -271,7 +271,9 @@ export function createSubplanner(deps: SubplannerDeps) {
         );
       } catch (err) {
         const reason = (err as Error).message;
-        await this.mutate((st) => applyModelFailure(st, reason, maxErrors));
+        // A refusal retrying cannot fix (bad key, no access, unknown model) gives up at once.
+        const limit = refusalStatus(err) === undefined ? maxErrors : 1;
+        await this.mutate((st) => applyModelFailure(st, reason, limit));
         const n = this.state.consecutiveErrors;
         this.log.error({ err, consecutiveErrors: n }, "decomposition model call failed");
         // Backoff min(2 s · 2^(n−1), 30 s) before the next attempt (inventory §1.6), unless it gave up.
