@@ -43,7 +43,7 @@ import {
   sendJson,
 } from "./http-util.ts";
 import { createMetrics, type GatewayMetrics } from "./metrics.ts";
-import type { LedgerStore } from "./store.ts";
+import type { LedgerStore, StoredUsage } from "./store.ts";
 import { Upstream, type UpstreamConfig, UpstreamError, type UpstreamInfo } from "./upstreams.ts";
 
 /** Header a worker sends with its task id: session affinity keeps a task on one replica. */
@@ -254,6 +254,19 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   /** Runs whose stored usage was merged into the ledger (once per process), and loads in progress. */
   const loadedRuns = new Set<string>();
   const loadingRuns = new Map<string, Promise<void>>();
+  /** Store revision of the last usage record applied per run. */
+  const appliedRevisions = new Map<string, number>();
+  /** Other processes' flushes of runs this process serves keep its view current (budgets across processes). */
+  const stopWatch = store
+    ? await store
+        .watchUsage((stored) => {
+          if (loadedRuns.has(stored.usage.runId)) applyStored(stored);
+        })
+        .catch((err: unknown) => {
+          log.warn({ err: (err as Error).message }, "usage watch failed; views refresh on flush only");
+          return undefined;
+        })
+    : undefined;
   const flushTimer = store
     ? setInterval(() => void flushUsage(), options.usageFlushMs ?? 1000).unref()
     : undefined;
@@ -709,6 +722,17 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     return undefined;
   }
 
+  /**
+   * Takes a stored usage record as this process's view of the run (plus its unflushed usage), unless a newer
+   * revision was applied already (records from flushes, loads and the watch arrive in any order).
+   */
+  function applyStored(stored: StoredUsage): void {
+    const runId = stored.usage.runId;
+    if ((appliedRevisions.get(runId) ?? 0) >= stored.revision) return;
+    appliedRevisions.set(runId, stored.revision);
+    ledger.applyStored(stored.usage);
+  }
+
   /** Loads a run's stored usage once per process, before its first budget check. */
   function ensureRunLoaded(runId: string): Promise<void> | undefined {
     if (store === undefined || loadedRuns.has(runId)) return undefined;
@@ -717,8 +741,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       const st = store;
       p = (async () => {
         try {
-          const snapshot = await st.getUsage(runId);
-          if (snapshot) ledger.applyStored(snapshot);
+          const stored = await st.getUsage(runId);
+          if (stored) applyStored(stored);
           loadedRuns.add(runId);
         } catch (err) {
           log.warn({ runId, err: (err as Error).message }, "usage store read failed; counting from memory");
@@ -742,7 +766,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         const delta = ledger.takePending(runId);
         if (delta === undefined) return;
         try {
-          ledger.applyStored(await store.addUsage(delta));
+          applyStored(await store.addUsage(delta));
         } catch (err) {
           ledger.returnPending(delta);
           log.warn({ runId, err: (err as Error).message }, "usage store write failed; will retry");
@@ -1232,6 +1256,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         closed = true;
         if (healthTimer) clearTimeout(healthTimer);
         if (flushTimer) clearInterval(flushTimer);
+        stopWatch?.();
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
         if (graceMs > 0 && inflightClients > 0) {

@@ -1,6 +1,6 @@
 import type { Bus } from "@longshot/bus";
 import { Buckets, LlmRunUsage } from "@longshot/contracts";
-import type { KV } from "@nats-io/kv";
+import { type KV, KvWatchInclude } from "@nats-io/kv";
 import { z } from "zod";
 import { addRunUsage, type Grant, type RunUsage } from "./domain/ledger.ts";
 
@@ -17,9 +17,20 @@ export interface LedgerStore {
   putGrant(hash: string, grant: Grant): Promise<void>;
   deleteGrant(hash: string): Promise<void>;
   /** The stored usage record of a run, or undefined. */
-  getUsage(runId: string): Promise<RunUsage | undefined>;
+  getUsage(runId: string): Promise<StoredUsage | undefined>;
   /** Adds `delta` to the run's record atomically (compare-and-set). @returns the record after the addition. */
-  addUsage(delta: RunUsage): Promise<RunUsage>;
+  addUsage(delta: RunUsage): Promise<StoredUsage>;
+  /**
+   * Calls `onRecord` with every usage record written from now on (by any gateway process), so each process's
+   * view of a run stays current. @returns a function that stops watching.
+   */
+  watchUsage(onRecord: (record: StoredUsage) => void): Promise<() => void>;
+}
+
+/** A run's usage record and its store revision (records only grow: a higher revision is newer). */
+export interface StoredUsage {
+  usage: RunUsage;
+  revision: number;
 }
 
 const GrantRecord = z.object({
@@ -62,7 +73,18 @@ export async function natsLedgerStore(bus: Bus): Promise<LedgerStore> {
       const e = await usage.get(key(runId));
       if (e === null || e.operation !== "PUT") return undefined;
       const p = LlmRunUsage.safeParse(safeJson(e.string()));
-      return p.success ? (p.data as RunUsage) : undefined;
+      return p.success ? { usage: p.data as RunUsage, revision: e.revision } : undefined;
+    },
+    async watchUsage(onRecord) {
+      const w = await usage.watch({ key: ">", include: KvWatchInclude.UpdatesOnly });
+      void (async () => {
+        for await (const e of w) {
+          if (e.operation !== "PUT") continue;
+          const p = LlmRunUsage.safeParse(safeJson(e.string()));
+          if (p.success) onRecord({ usage: p.data as RunUsage, revision: e.revision });
+        }
+      })();
+      return () => w.stop();
     },
     async addUsage(delta) {
       const k = key(delta.runId);
@@ -72,9 +94,11 @@ export async function natsLedgerStore(bus: Bus): Promise<LedgerStore> {
           e !== null && e.operation === "PUT" ? LlmRunUsage.safeParse(safeJson(e.string())) : undefined;
         const merged = current?.success ? addRunUsage(current.data as RunUsage, delta) : delta;
         try {
-          if (e === null || e.operation !== "PUT") await usage.create(k, JSON.stringify(merged));
-          else await usage.update(k, JSON.stringify(merged), e.revision);
-          return merged;
+          const revision =
+            e === null || e.operation !== "PUT"
+              ? await usage.create(k, JSON.stringify(merged))
+              : await usage.update(k, JSON.stringify(merged), e.revision);
+          return { usage: merged, revision };
         } catch (err) {
           // Another gateway wrote the record in between (wrong last sequence / key exists): read it again.
           if (attempt >= 9 || !isConflict(err)) throw err;

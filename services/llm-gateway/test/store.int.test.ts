@@ -123,19 +123,22 @@ describe("llm-gateway with NATS KV: tokens and usage survive restarts (real gate
       const store = await natsLedgerStore(bus);
       // Both flush every 50 ms and add (compare-and-set) to one record: nothing is overwritten.
       const deadline = Date.now() + 5000;
-      let stored = await store.getUsage("run-shared");
+      let stored = (await store.getUsage("run-shared"))?.usage;
       while ((stored?.requests ?? 0) < 5 && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
-        stored = await store.getUsage("run-shared");
+        stored = (await store.getUsage("run-shared"))?.usage;
       }
       expect(stored).toMatchObject({ requests: 5, byTask: { t1: { requests: 5 } } });
       await new Promise((r) => setTimeout(r, 200));
-      expect((await store.getUsage("run-shared"))!.requests).toBe(5); // and nothing counted twice
-      // A process's view of the run is the record as of its own last flush, plus what it counted since.
-      expect((await ask(a, token)).status).toBe(200);
-      await new Promise((r) => setTimeout(r, 300));
-      expect((await usage(a, "run-shared"))!.requests).toBe(6); // b's requests included
-      expect((await store.getUsage("run-shared"))!.requests).toBe(6);
+      expect((await store.getUsage("run-shared"))!.usage.requests).toBe(5); // and nothing counted twice
+      // Each process watches the records: both see all 5 requests without serving another one.
+      expect((await usage(a, "run-shared"))!.requests).toBe(5);
+      expect((await usage(b, "run-shared"))!.requests).toBe(5);
+      // A budget set through one process holds on the other: b refuses once a's usage used it up.
+      const capped = await issue(a, { runId: "run-shared", taskId: "t2", budgetTokens: 1 });
+      expect((await ask(a, capped)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 300)); // a's flush reaches b through the watch
+      expect(await ask(b, capped)).toMatchObject({ status: 429, code: "budget_exceeded" });
     } finally {
       await bus.close();
     }
