@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -30,17 +30,24 @@ export function findNatsServer(): string {
 
 /**
  * Starts `nats-server -js` on a random loopback port with a store dir (a new temp dir unless given),
- * and resolves once it reports ready (timeout 20 s).
+ * and resolves once it reports ready (timeout 20 s). `maxPayloadBytes` raises the server's message size limit
+ * (default 1 MiB; the embedded cluster uses 4 MiB like `nats.conf`, since a run's state is one KV value) through
+ * a generated config file; `configFile` passes a config of your own instead.
  * @throws when the binary is missing or the server does not become ready.
  */
 export async function startNatsServer(
-  opts: { storeDir?: string; keepStore?: boolean; configFile?: string } = {},
+  opts: { storeDir?: string; keepStore?: boolean; configFile?: string; maxPayloadBytes?: number } = {},
 ): Promise<NatsServerHandle> {
   const bin = findNatsServer();
   const storeDir = opts.storeDir ?? (await mkdtemp(join(tmpdir(), "longshot-nats-")));
   const portsDir = await mkdtemp(join(tmpdir(), "longshot-nats-ports-"));
   const args = ["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", storeDir, "--ports_file_dir", portsDir];
-  if (opts.configFile) args.unshift("-c", opts.configFile);
+  let configFile = opts.configFile;
+  if (configFile === undefined && opts.maxPayloadBytes !== undefined) {
+    configFile = join(portsDir, "nats.conf");
+    await writeFile(configFile, `max_payload: ${Math.floor(opts.maxPayloadBytes)}\n`);
+  }
+  if (configFile) args.unshift("-c", configFile);
   const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   const ready = new Promise<void>((resolve, reject) => {

@@ -78,6 +78,8 @@ export async function startEmbeddedCluster(opts: ClusterOptions): Promise<Embedd
   const nats: NatsServerHandle = await startNatsServer({
     storeDir: join(opts.stateDir, "nats"),
     keepStore: false,
+    // A run's state (with the planner's conversation) is one KV value: the same 4 MiB as nats.conf, not 1 MiB.
+    maxPayloadBytes: 4 * 1024 * 1024,
   });
   // The cluster is "up" once its streams and consumers exist: a plain publish right after this resolves
   // is captured even before the services attach.

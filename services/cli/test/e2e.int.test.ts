@@ -83,6 +83,23 @@ describe("cluster end to end", () => {
     expect(dispatcherLog).toContain('"gatewayTokens":true');
   });
 
+  it("lets a run's state grow past 1 MiB: the embedded nats-server takes 4 MiB messages like nats.conf", async () => {
+    expect(nc.info?.max_payload).toBe(4 * 1024 * 1024);
+    const bus = await connectBus({
+      servers: cluster.natsUrl,
+      name: "e2e-big",
+      log: createLogger({ service: "e2e", level: "warn" }),
+    });
+    try {
+      const kv = await bus.kv("e2e-big-values");
+      await kv.put("big", "x".repeat(3 * 1024 * 1024));
+      expect((await kv.get("big"))!.value.length).toBe(3 * 1024 * 1024);
+      await kv.destroy();
+    } finally {
+      await bus.close();
+    }
+  });
+
   it("runs every service as its own longshot-<service> process", async () => {
     for (const svc of CLUSTER_SERVICES) {
       const pid = cluster.pids()[svc]!;
