@@ -21,6 +21,14 @@ export class TerminalError extends Error {
   }
 }
 
+/**
+ * Whether `err` is a KV compare-and-set conflict: `update` with a stale revision, or `create` of a key that exists.
+ * Both raise JetStream API error 10071 (`StreamWrongLastSequence`; api-facts §1.6, §1.9).
+ */
+export function isKvConflict(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === 10071;
+}
+
 /** Normalizes anything thrown into an Error (Restate's `ensureError`). */
 export function ensureError(e: unknown): Error {
   if (e instanceof Error) return e;

@@ -8,6 +8,6 @@ export {
   eventDecoder,
   type HandlerContext,
 } from "./bus.ts";
-export { ensureError, RetryableError, TerminalError } from "./errors.ts";
+export { ensureError, isKvConflict, RetryableError, TerminalError } from "./errors.ts";
 export { findNatsServer, type NatsServerHandle, startNatsServer } from "./server.ts";
 export { runService, type ServiceContext } from "./service.ts";

@@ -7,7 +7,7 @@ import {
 } from "node:http";
 import type { AddressInfo } from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
-import { GatewayHeaders } from "@longshot/contracts";
+import { GatewayHeaders, RunId } from "@longshot/contracts";
 import { createLogger, type Logger } from "@longshot/log";
 import type { Dispatcher } from "undici";
 import { z } from "zod";
@@ -186,9 +186,6 @@ const IssueTokenBody = z.object({
   /** Lifetime of the token (ms); it is refused after that. */
   ttlMs: z.int().positive().optional(),
 });
-
-/** Run ids the `x-longshot-run-id` header may name (they become KV keys). */
-const RUN_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 type AttemptResult =
   | { kind: "done" }
@@ -806,7 +803,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     let grant = token;
     const runHeader = req.headers[RUN_ID_HEADER];
     if (token.anyRun && typeof runHeader === "string" && runHeader !== "") {
-      if (!RUN_ID_PATTERN.test(runHeader)) {
+      if (!RunId.safeParse(runHeader).success) {
         sendError(
           res,
           400,
@@ -840,7 +837,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         res,
         404,
         "model_not_found",
-        `model ${JSON.stringify(view.model)} is not served by this gateway (models: ${[...configuredModels()].join(", ")})`,
+        `model ${JSON.stringify(view.model)} is not served by this gateway (models: ${[...configuredModels().ids].join(", ")})`,
       );
       return;
     }
@@ -930,14 +927,15 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     return false;
   }
 
-  /** Models named in upstream configs; `open` tells whether some upstream serves any model. */
-  function configuredModels(): Set<string> & { open?: boolean } {
-    const out: Set<string> & { open?: boolean } = new Set();
+  /** Models named in upstream configs, and whether some upstream (without a list) serves any model. */
+  function configuredModels(): { ids: Set<string>; open: boolean } {
+    const ids = new Set<string>();
+    let open = false;
     for (const u of upstreams.values()) {
-      if (u.models === undefined) out.open = true;
-      else for (const m of u.models) out.add(m);
+      if (u.models === undefined) open = true;
+      else for (const m of u.models) ids.add(m);
     }
-    return out;
+    return { ids, open };
   }
 
   const modelObject = (id: string) => ({ id, object: "model", created: 0, owned_by: "longshot-llm-gateway" });
@@ -947,12 +945,12 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
    * answers (passed through when no upstream names its models).
    */
   async function models(res: ServerResponse, path: string): Promise<void> {
-    const configured = configuredModels();
+    const { ids: configured, open } = configuredModels();
     const id = path.startsWith("models/") ? decodeURIComponent(path.slice("models/".length)) : undefined;
     if (configured.size === 0) return passthroughGet(res, path, undefined);
     if (id !== undefined) {
       if (configured.has(id)) return sendJson(res, 200, modelObject(id));
-      if (configured.open) return passthroughGet(res, path, undefined);
+      if (open) return passthroughGet(res, path, undefined);
       return sendError(
         res,
         404,
@@ -961,9 +959,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       );
     }
     const data = [...configured].map(modelObject);
-    if (configured.open) {
-      const open = candidates(Date.now(), new Set()).find((u) => u.models === undefined);
-      const listed = open ? await getFrom(open, open.pathOf("models"), true, firstByteTimeoutMs) : undefined;
+    if (open) {
+      const any = candidates(Date.now(), new Set()).find((u) => u.models === undefined);
+      const listed = any ? await getFrom(any, any.pathOf("models"), true, firstByteTimeoutMs) : undefined;
       if (listed && listed.status === 200) {
         try {
           const more = (JSON.parse(listed.body.toString("utf8")) as { data?: { id?: unknown }[] }).data ?? [];

@@ -1,4 +1,4 @@
-import type { Bus } from "@longshot/bus";
+import { type Bus, isKvConflict } from "@longshot/bus";
 import { Buckets, LlmRunUsage } from "@longshot/contracts";
 import { type KV, KvWatchInclude } from "@nats-io/kv";
 import { z } from "zod";
@@ -101,21 +101,11 @@ export async function natsLedgerStore(bus: Bus): Promise<LedgerStore> {
           return { usage: merged, revision };
         } catch (err) {
           // Another gateway wrote the record in between (wrong last sequence / key exists): read it again.
-          if (attempt >= 9 || !isConflict(err)) throw err;
+          if (attempt >= 9 || !isKvConflict(err)) throw err;
         }
       }
     },
   };
-}
-
-/** A KV compare-and-set conflict (JetStream API error 10071, "wrong last sequence" / "key exists"). */
-function isConflict(err: unknown): boolean {
-  const e = err as { code?: unknown; api_error?: { err_code?: unknown }; message?: unknown };
-  return (
-    e?.api_error?.err_code === 10071 ||
-    e?.code === 10071 ||
-    /wrong last sequence|key exists/i.test(String(e?.message ?? ""))
-  );
 }
 
 function safeJson(text: string): unknown {

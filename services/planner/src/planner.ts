@@ -1,5 +1,5 @@
 import { readFile } from "node:fs/promises";
-import type { Bus } from "@longshot/bus";
+import { type Bus, isKvConflict } from "@longshot/bus";
 import {
   type AcceptedRun,
   Buckets,
@@ -100,7 +100,7 @@ export function createPlanner(deps: PlannerDeps) {
             this.state = next;
             return;
           } catch (err) {
-            if (attempt > 0 || (err as { code?: number }).code !== 10071) throw err;
+            if (attempt > 0 || !isKvConflict(err)) throw err;
             const fresh = await store.get(next.run.runId);
             if (fresh?.operation !== "PUT") throw err;
             this.log.warn(

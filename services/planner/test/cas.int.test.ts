@@ -43,19 +43,55 @@ beforeAll(async () => {
     ],
   };
   await writeFile(join(dir.path, "script.json"), JSON.stringify(script));
+  ({ url: simUrl, stop: stopSim } = await startSim());
+}, 60_000);
+
+/** sim-llm on the test's script (a child process); `extra` adds CLI flags such as `--api-key`. */
+async function startSim(...extra: string[]): Promise<{ url: string; stop: () => void }> {
   const sim = spawn(
     process.execPath,
-    [join(root, "services/sim-llm/src/main.ts"), "--script", join(dir.path, "script.json"), "--port", "0"],
+    [
+      join(root, "services/sim-llm/src/main.ts"),
+      "--script",
+      join(dir.path, "script.json"),
+      "--port",
+      "0",
+      ...extra,
+    ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
-  stopSim = () => sim.kill("SIGTERM");
-  simUrl = await new Promise<string>((resolve) => {
+  const url = await new Promise<string>((resolve) => {
     sim.stdout.on("data", (d: Buffer) => {
       const m = /listening on (http\S+)/.exec(d.toString());
       if (m) resolve(m[1]!);
     });
   });
-}, 60_000);
+  return { url, stop: () => sim.kill("SIGTERM") };
+}
+
+/** A planner on the test's bus calling the model at `url` (with `apiKey`, when given). */
+function plannerFor(url: string, apiKey?: string) {
+  return createPlanner({
+    bus,
+    log,
+    llm: new ChatClient({
+      endpoints: [{ name: "sim", baseUrl: url, apiKey, weight: 1 }],
+      model: "sim-cas",
+      timeoutMs: 10_000,
+      maxTokens: 1000,
+    }),
+    repo: createRepoReader(join(dir.path, "state")),
+    systemPromptPath: join(root, "prompts/root-planner.md"),
+    policy: {
+      branchPrefix: "worker/",
+      maxConflictFixes: 30,
+      finalizationMaxAttempts: 3,
+      finalizationTimeoutMs: 60_000,
+    },
+    replanAfter: 3,
+    maxIterations: 10,
+  });
+}
 
 afterAll(async () => {
   stopSim?.();
@@ -68,46 +104,9 @@ describe("planner and a model endpoint that refuses it", () => {
   it("ends the run red at once with the HTTP status and what to check, instead of retrying", async () => {
     const repo = join(dir.path, "target-401");
     await makeRepo(repo, { "SPEC.md": "# spec\n" });
-    const keyed = spawn(
-      process.execPath,
-      [
-        join(root, "services/sim-llm/src/main.ts"),
-        "--script",
-        join(dir.path, "script.json"),
-        "--port",
-        "0",
-        "--api-key",
-        "the-right-key",
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
+    const keyed = await startSim("--api-key", "the-right-key");
     try {
-      const url = await new Promise<string>((resolve) => {
-        keyed.stdout.on("data", (d: Buffer) => {
-          const m = /listening on (http\S+)/.exec(d.toString());
-          if (m) resolve(m[1]!);
-        });
-      });
-      const planner = createPlanner({
-        bus,
-        log,
-        llm: new ChatClient({
-          endpoints: [{ name: "sim", baseUrl: url, apiKey: "a-wrong-key", weight: 1 }],
-          model: "sim-cas",
-          timeoutMs: 10_000,
-          maxTokens: 1000,
-        }),
-        repo: createRepoReader(join(dir.path, "state")),
-        systemPromptPath: join(root, "prompts/root-planner.md"),
-        policy: {
-          branchPrefix: "worker/",
-          maxConflictFixes: 30,
-          finalizationMaxAttempts: 3,
-          finalizationTimeoutMs: 60_000,
-        },
-        replanAfter: 3,
-        maxIterations: 10,
-      });
+      const planner = plannerFor(keyed.url, "a-wrong-key");
       const completed = bus.nc.subscribe("longshot.event.run-401.run.completed", { max: 1 });
       const t0 = Date.now();
       await planner.start({ runId: "run-401", prompt: "x", repo, baseBranch: "main", maxWorkers: 2 });
@@ -120,7 +119,7 @@ describe("planner and a model endpoint that refuses it", () => {
       expect(Date.now() - t0).toBeLessThan(10_000); // no backoff ladder (10 attempts, up to 30 s apart)
       planner.stop();
     } finally {
-      keyed.kill("SIGTERM");
+      keyed.stop();
     }
   });
 });
@@ -129,26 +128,7 @@ describe("planner run state in KV", () => {
   it("given another writer changed the run state, when the planner records a handoff, then it reloads and keeps both changes", async () => {
     const repo = join(dir.path, "target");
     await makeRepo(repo, { "SPEC.md": "# spec\n", "a.ts": "export {};\n" });
-    const planner = createPlanner({
-      bus,
-      log,
-      llm: new ChatClient({
-        endpoints: [{ name: "sim", baseUrl: simUrl, weight: 1 }],
-        model: "sim-cas",
-        timeoutMs: 10_000,
-        maxTokens: 1000,
-      }),
-      repo: createRepoReader(join(dir.path, "state")),
-      systemPromptPath: join(root, "prompts/root-planner.md"),
-      policy: {
-        branchPrefix: "worker/",
-        maxConflictFixes: 30,
-        finalizationMaxAttempts: 3,
-        finalizationTimeoutMs: 60_000,
-      },
-      replanAfter: 3,
-      maxIterations: 10,
-    });
+    const planner = plannerFor(simUrl);
     const planned = bus.nc.subscribe("longshot.event.run-cas.task.planned", { max: 1 });
     await planner.start({ runId: "run-cas", prompt: "x", repo, baseBranch: "main", maxWorkers: 2 });
     for await (const m of planned)
