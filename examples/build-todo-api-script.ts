@@ -7,8 +7,10 @@
  *   the worker's `edit` calls (`edits`, Pi's `{path, edits: [{oldText, newText}]}` shape) and its handoff
  *   (summary, concerns, suggestions); optionally:
  *   - `outOfScope`: files the worker changes although they are not in its scope (a concern must name each);
- *   - `firstAttempt`: a first attempt that ends `failed`/`blocked` (its files in `<task id>/attempt-1/files/`);
- *     the task's own files and handoff are then the second attempt's, the one the planner's retry runs;
+ *   - `firstAttempt`: a first attempt (its files in `<task id>/attempt-1/files/`, its `edits` optional) that ends
+ *     `failed`/`blocked`, or hands off `complete` with a change that breaks the project's tests (the merge queue
+ *     rejects it); the task's own files and handoff are then the second attempt's, the one the planner's retry
+ *     runs with the failure in its context;
  *   - `subplanner` + `subtasks`: a task of 4+ files that the subplanner splits; each subtask has the same
  *     fields as a task (its files in `<task id>/sub-<n>/files/`) and the parent has no worker of its own;
  * - `<task id>/files/<repo path>`: the files the worker creates with `write`;
@@ -77,7 +79,7 @@ interface TaskSource extends HandoffText {
   acceptance: string;
   edits: EditCall[];
   outOfScope?: string[];
-  firstAttempt?: HandoffText & { status: "failed" | "blocked" };
+  firstAttempt?: HandoffText & { status: "failed" | "blocked" | "complete"; edits?: EditCall[] };
   subplanner?: { scratchpad: string; doneScratchpad: string };
   subtasks?: SubtaskSource[];
 }
@@ -317,23 +319,27 @@ export async function buildScript(): Promise<unknown> {
       const first = await workerChanges(
         `${id} attempt 1`,
         join(featuresDir, id, "attempt-1", "files"),
-        [],
+        task.firstAttempt.edits ?? [],
         problems,
       );
       checkScope(`${id} attempt 1`, first.changed, task.scope, [], task.firstAttempt.concerns, problems);
-      if (!["failed", "blocked"].includes(task.firstAttempt.status))
-        problems.push(`${id}: firstAttempt.status must be failed or blocked`);
+      if (!["failed", "blocked", "complete"].includes(task.firstAttempt.status))
+        problems.push(`${id}: firstAttempt.status must be failed, blocked or complete`);
+      const fate =
+        task.firstAttempt.status === "complete"
+          ? "hands off complete although its change breaks an existing test; the merge queue rejects it"
+          : `its tests fail and it hands off ${task.firstAttempt.status}`;
       // The retry's prompt also starts with `## Task: <id>\n`: its conversation must come first.
       workers.push(
         workerConversation(
           `worker ${id} (attempt 2)`,
-          `Second attempt of ${id} (its prompt carries the first attempt's handoff): ${describeChanges(changes)}; completes.`,
+          `Second attempt of ${id} (its prompt carries the first attempt's outcome): ${describeChanges(changes)}; completes.`,
           startsWithThenContains(`## Task: ${id}\n`, CONTEXT_HEADING),
           workerTurns(changes, "complete", task),
         ),
         workerConversation(
           `worker ${id}`,
-          `First attempt of ${id}: ${describeChanges(first)}; its tests fail and it hands off ${task.firstAttempt.status}.`,
+          `First attempt of ${id}: ${describeChanges(first)}; ${fate}.`,
           `## Task: ${id}\n`,
           workerTurns(first, task.firstAttempt.status, task.firstAttempt),
         ),
@@ -431,7 +437,7 @@ export async function buildScript(): Promise<unknown> {
       {
         name: "reconciler",
         description:
-          "Main goes red once, when a feature changes a message a skeleton test asserts: every red sweep gets the same fix task (the planner drops it while one for the same failure is in flight).",
+          "The safety net: if main ever goes red with the platform test asserting an old message (the merge queue rejects such a change before it lands, so a demo run with verification never needs it), every red sweep gets the same fix task (the planner drops it while one for the same failure is in flight).",
         match: { system: "You are the reconciler" },
         // Fenced: libs/llm's extractJson tries the first `{…}` of a bare array before the array itself.
         turns: [{ content: `\`\`\`json\n${JSON.stringify(fix.reconciler, null, 2)}\n\`\`\`` }],

@@ -3,7 +3,9 @@
 # Source it (`. scripts/bootstrap.sh`) from the repo root; it exports PATH.
 #   - Node >= 22: the system's if new enough, else Node 24 from the npm registry's `node` package in .tools/node
 #   - pnpm 10 in .tools/node (from the npm registry; corepack is not used)
-#   - nats-server (Debian package) when missing
+#   - Debian packages when missing: nats-server, bubblewrap (the local sandbox provider's isolation),
+#     docker-compose (v1: validates deploy/ and infra/ compose files; no engine needed), prometheus
+#     (longshot --observe and the observability tests; Debian's, no server started), tmux (dashboard test)
 #   - workspace dependencies (pnpm install --frozen-lockfile) when the lockfile changed
 set -euo pipefail
 LONGSHOT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,11 +34,32 @@ if ! command -v pnpm >/dev/null || [ "$(pnpm --version 2>/dev/null | cut -d. -f1
 fi
 
 export PATH="$PATH:/usr/sbin:/usr/local/sbin"
-if ! command -v nats-server >/dev/null; then
-  say "installing nats-server (Debian package)"
-  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >&2 \
-    || { echo "bootstrap: could not install nats-server; install it or set NATS_SERVER_BIN" >&2; exit 1; }
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+apt_install() { # packages...
+  $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >&2
+}
+required=()
+command -v nats-server >/dev/null || required+=(nats-server)
+command -v bwrap >/dev/null || required+=(bubblewrap)
+if [ "${#required[@]}" -gt 0 ]; then
+  say "installing ${required[*]} (Debian packages)"
+  apt_install "${required[@]}" \
+    || { echo "bootstrap: could not install ${required[*]}; install them (nats-server: or set NATS_SERVER_BIN)" >&2; exit 1; }
+fi
+# Optional: without it the compose-file checks say they cannot run.
+if ! command -v docker-compose >/dev/null; then
+  say "installing docker-compose (Debian package; validates compose files, no engine needed)"
+  apt_install docker-compose || say "docker-compose not installed; compose-file checks will fail"
+fi
+# Optional: without it the CLI's dashboard test cannot drive a terminal.
+if ! command -v tmux >/dev/null; then
+  say "installing tmux (Debian package; the CLI's dashboard test runs it in a terminal)"
+  apt_install tmux || say "tmux not installed; the dashboard test will fail"
+fi
+# Optional: without it `longshot --observe` and the observability tests say how to install it and fail.
+if ! command -v prometheus >/dev/null; then
+  say "installing prometheus (Debian package; longshot --observe and the dashboard tests)"
+  apt_install prometheus || say "prometheus not installed; --observe and the observability tests will fail"
 fi
 command -v git >/dev/null || { echo "bootstrap: git is required" >&2; exit 1; }
 

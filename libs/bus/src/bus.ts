@@ -10,7 +10,9 @@ import {
   envelope,
   eventDef,
   type MessageDef,
+  ObjectStores,
   runIdOfEventSubject,
+  STORE_LIMITS,
   STREAM_DEFAULTS,
   Streams,
   Subjects,
@@ -27,6 +29,7 @@ import {
   type PubAck,
 } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
+import { type ObjectStore, Objm } from "@nats-io/obj";
 import { connect, type NatsConnection, nanos } from "@nats-io/transport-node";
 import type { z } from "zod";
 import { ensureError, RetryableError, TerminalError } from "./errors.ts";
@@ -60,6 +63,14 @@ export interface BusOptions {
   /** Client name shown in the server's /connz, e.g. `longshot-merger`. */
   name: string;
   log: Logger;
+  /** NATS user and password (`NATS_USER` / `NATS_PASSWORD`; per-role users); omit for a server without users. */
+  user?: string;
+  pass?: string;
+  /**
+   * Replicas of the streams and KV buckets this process creates (`NATS_REPLICAS`: 1 on a single node, 3 on a
+   * 3-node cluster). Default 1.
+   */
+  replicas?: number;
 }
 
 /**
@@ -68,9 +79,17 @@ export interface BusOptions {
  */
 export async function connectBus(opts: BusOptions): Promise<Bus> {
   const servers = opts.servers.split(",").map((s) => s.trim());
-  const nc = await connect({ servers, name: opts.name, maxReconnectAttempts: -1, reconnectTimeWait: 1000 });
-  const jsm = await jetstreamManager(nc);
-  const bus = new Bus(nc, jsm, opts.log);
+  const nc = await connect({
+    servers,
+    name: opts.name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 1000,
+    ...(opts.user !== undefined ? { user: opts.user, pass: opts.pass ?? "" } : {}),
+  });
+  // No $JS.API.INFO round trip here: a cluster still electing its JetStream leaders would time it out, while
+  // the first real request (ensureTopology) can wait for it.
+  const jsm = await jetstreamManager(nc, { checkAPI: false });
+  const bus = new Bus(nc, jsm, opts.log, opts.replicas ?? 1);
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error")
@@ -88,32 +107,46 @@ export class Bus {
   readonly jsm: JetStreamManager;
   readonly js: JetStreamClient;
   readonly log: Logger;
+  /** Replicas of the streams and KV buckets this process creates. */
+  readonly replicas: number;
   private readonly kvs = new Map<string, Promise<KV>>();
+  private readonly objectStores = new Map<string, Promise<ObjectStore>>();
 
-  constructor(nc: NatsConnection, jsm: JetStreamManager, log: Logger) {
+  constructor(nc: NatsConnection, jsm: JetStreamManager, log: Logger, replicas = 1) {
     this.nc = nc;
     this.jsm = jsm;
     this.js = jetstream(nc);
     this.log = log;
+    this.replicas = replicas;
   }
 
   /**
-   * Creates every stream, durable consumer and KV bucket of the system if missing, and updates changed
-   * configs in place. Idempotent: every service calls it at start.
+   * Creates every stream, durable consumer and KV bucket of the system if missing, and updates a config that
+   * differs from the definition in place (an unchanged one is only read: a per-role NATS user needs no
+   * create/update rights once the topology exists). Idempotent: every service calls it at start.
    */
   async ensureTopology(): Promise<void> {
     for (const s of Object.values(Streams)) {
-      const cfg = { ...STREAM_DEFAULTS, name: s.name, subjects: [...s.subjects], description: s.description };
+      const cfg = {
+        ...STREAM_DEFAULTS,
+        name: s.name,
+        subjects: [...s.subjects],
+        description: s.description,
+        num_replicas: this.replicas,
+      };
+      let current: Record<string, unknown> | undefined;
       try {
-        await this.jsm.streams.info(s.name);
-        await this.jsm.streams.update(s.name, cfg);
+        current = (await this.jsm.streams.info(s.name)).config as unknown as Record<string, unknown>;
       } catch (e) {
         if (!isNotFound(e)) throw e;
-        await this.jsm.streams.add(cfg);
       }
+      if (!current) await this.jsm.streams.add(cfg);
+      else if (differs(current, cfg))
+        await this.updateIfAllowed(`stream ${s.name}`, () => this.jsm.streams.update(s.name, cfg));
     }
     for (const c of Object.values(Consumers) as ConsumerDef[]) await this.ensureConsumer(c);
     for (const b of Object.values(Buckets)) await this.kv(b);
+    for (const o of Object.values(ObjectStores)) await this.objectStore(o);
   }
 
   /** Creates or updates one durable pull consumer. */
@@ -127,21 +160,72 @@ export class Bus {
       max_deliver: c.maxDeliver,
       max_ack_pending: c.maxAckPending,
     };
+    let current: Record<string, unknown> | undefined;
     try {
-      await this.jsm.consumers.info(c.stream, c.name);
-      await this.jsm.consumers.update(c.stream, c.name, cfg);
+      current = (await this.jsm.consumers.info(c.stream, c.name)).config as unknown as Record<
+        string,
+        unknown
+      >;
     } catch (e) {
       if (!isNotFound(e)) throw e;
-      await this.jsm.consumers.add(c.stream, cfg);
+    }
+    if (!current) await this.jsm.consumers.add(c.stream, cfg);
+    else if (differs(current, cfg))
+      await this.updateIfAllowed(`consumer ${c.name}`, () =>
+        this.jsm.consumers.update(c.stream, c.name, cfg),
+      );
+  }
+
+  /**
+   * Runs a topology update; a per-role user may not (only the admin that created the topology may), so a
+   * permissions violation is logged and the existing definition kept.
+   */
+  private async updateIfAllowed(what: string, update: () => Promise<unknown>): Promise<void> {
+    try {
+      await update();
+    } catch (e) {
+      if (!/permissions violation/i.test((e as Error).message ?? "")) throw e;
+      this.log.warn(
+        { what },
+        "topology differs from this version's definition; this NATS user may not update it",
+      );
     }
   }
 
-  /** Opens (creating if needed) a KV bucket, cached per process. History 5, file storage. */
+  /**
+   * Opens (creating if needed) a KV bucket, cached per process. History 5, file storage, {@link replicas}
+   * replicas, and the bucket's `STORE_LIMITS` (max age and bytes) when it has some (an existing bucket is opened
+   * as it is).
+   */
   kv(bucket: string): Promise<KV> {
     let p = this.kvs.get(bucket);
     if (!p) {
-      p = new Kvm(this.nc).create(bucket, { history: 5 });
+      const limits = STORE_LIMITS[bucket];
+      p = new Kvm(this.nc).create(bucket, {
+        history: 5,
+        replicas: this.replicas,
+        ...(limits ? { ttl: limits.maxAgeMs, max_bytes: limits.maxBytes } : {}),
+      });
       this.kvs.set(bucket, p);
+    }
+    return p;
+  }
+
+  /**
+   * Opens (creating if needed) a JetStream object store (`ObjectStores`), cached per process: file storage,
+   * {@link replicas} replicas, its `STORE_LIMITS` (an existing store is opened as it is). A failed open is not
+   * cached, so the next call tries again.
+   */
+  objectStore(name: string): Promise<ObjectStore> {
+    let p = this.objectStores.get(name);
+    if (!p) {
+      const limits = STORE_LIMITS[name];
+      p = new Objm(this.nc).create(name, {
+        replicas: this.replicas,
+        ...(limits ? { ttl: nanos(limits.maxAgeMs), max_bytes: limits.maxBytes } : {}),
+      });
+      p.catch(() => this.objectStores.delete(name));
+      this.objectStores.set(name, p);
     }
     return p;
   }
@@ -329,6 +413,28 @@ export function envelopeDecoder<S extends z.ZodType>(def: {
   };
 }
 
+/**
+ * Decoder for plain JSON messages (public subjects without an envelope, e.g. `longshot.cancel`): parses the
+ * body and validates it with `schema`.
+ * @throws TerminalError when the body is not JSON or does not match, naming the problems.
+ */
+export function jsonDecoder<S extends z.ZodType>(schema: S): (msg: JsMsg) => z.infer<S> {
+  return (msg) => {
+    let raw: unknown;
+    try {
+      raw = msg.json();
+    } catch {
+      throw new TerminalError("payload is not JSON");
+    }
+    const r = schema.safeParse(raw);
+    if (!r.success) {
+      const problems = r.error.issues.map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ");
+      throw new TerminalError(`invalid payload: ${problems}`);
+    }
+    return r.data;
+  };
+}
+
 /** Decoder for any event envelope on `longshot.event.>` whose type is one of `types`. */
 export function eventDecoder<T extends EventType>(
   ...types: T[]
@@ -340,6 +446,13 @@ export function eventDecoder<T extends EventType>(
     if (!d) throw new TerminalError(`unexpected event type ${type}`);
     return d(msg) as Envelope<EventPayload<T>> & { type: T };
   };
+}
+
+/** True when a field of `wanted` differs from the server's `current` config (arrays compared by value). */
+function differs(current: Record<string, unknown>, wanted: Record<string, unknown>): boolean {
+  return Object.entries(wanted).some(
+    ([k, v]) => JSON.stringify(current[k] ?? null) !== JSON.stringify(v ?? null),
+  );
 }
 
 function isNotFound(e: unknown): boolean {

@@ -70,18 +70,25 @@ export async function startNatsServer(
   await ready;
   child.stderr.removeAllListeners("data");
   child.stderr.resume();
-  // The server may report ready a moment before it writes its ports file: wait for it (≤ 5 s).
-  let file: string | undefined;
+  // The server may report ready a moment before it writes its ports file, and a file just created may still be
+  // empty: wait for one that parses (≤ 5 s).
+  let ports: { nats: string[] } | undefined;
   for (const deadline = Date.now() + 5000; ; ) {
-    file = (await readdir(portsDir)).find((f) => f.endsWith(".ports"));
-    if (file || Date.now() > deadline) break;
+    const file = (await readdir(portsDir)).find((f) => f.endsWith(".ports"));
+    if (file) {
+      try {
+        ports = JSON.parse(await readFile(join(portsDir, file), "utf8")) as { nats: string[] };
+      } catch {
+        // being written
+      }
+    }
+    if (ports?.nats?.[0] || Date.now() > deadline) break;
     await new Promise((r) => setTimeout(r, 20));
   }
-  if (!file) {
+  if (!ports?.nats?.[0]) {
     child.kill("SIGKILL");
-    throw new Error("nats-server wrote no ports file within 5 s of starting");
+    throw new Error("nats-server wrote no complete ports file within 5 s of starting");
   }
-  const ports = JSON.parse(await readFile(join(portsDir, file), "utf8")) as { nats: string[] };
   await rm(portsDir, { recursive: true, force: true });
   const url = ports.nats[0]!;
   const port = Number(new URL(url).port);

@@ -1,4 +1,13 @@
-import { Consumers, HandoffMessage, newId, Subjects, type Task } from "@longshot/contracts";
+import {
+  Buckets,
+  Consumers,
+  HandoffMessage,
+  newId,
+  ObjectStores,
+  Streams,
+  Subjects,
+  type Task,
+} from "@longshot/contracts";
 import { createLogger } from "@longshot/log";
 import { startTestNats, type TestNats } from "@longshot/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -58,17 +67,14 @@ describe("bus", () => {
     await bus.ensureTopology();
     const names: string[] = [];
     for await (const s of bus.jsm.streams.list()) names.push(s.config.name);
-    expect(names.sort()).toEqual([
-      "EVENTS",
-      "HANDOFFS",
-      "KV_longshot-decompositions",
-      "KV_longshot-llm-tokens",
-      "KV_longshot-llm-usage",
-      "KV_longshot-merged",
-      "KV_longshot-runs",
-      "REQUESTS",
-      "TASKS",
-    ]);
+    // Every stream and bucket the topology defines, and nothing else.
+    const expected = [
+      ...Object.values(Streams).map((st) => st.name),
+      ...Object.values(Buckets).map((b) => `KV_${b}`),
+      ...Object.values(ObjectStores).map((o) => `OBJ_${o}`),
+    ];
+    expect(names.sort()).toEqual(expected.sort());
+    expect(names).toContain("KV_longshot-leases");
   });
 
   it("drops a duplicate publish with the same envelope id", async () => {

@@ -36,6 +36,7 @@ const DEFAULTS = {
   GIT_BRANCH_PREFIX: "worker/",
   SANDBOX_PROVIDER: "local",
   PLANNER_MAX_ITERATIONS: 100,
+  PLANNER_TOOL_ROUNDS: 6,
   REPLAN_AFTER_HANDOFFS: 3,
   SWEEP_TIMEOUT_MS: 600_000,
 };
@@ -52,6 +53,15 @@ describe("parseConfig(LongshotEnv)", () => {
       "SWEEP_TEST_CMD",
     ] as const) {
       expect(cfg[k]).toBeUndefined();
+    }
+  });
+
+  it("given PLANNER_TOOL_ROUNDS, then 0 turns the tools off and it must be an integer 0–50", () => {
+    expect(parseConfig(LongshotEnv, { PLANNER_TOOL_ROUNDS: "0" }).PLANNER_TOOL_ROUNDS).toBe(0);
+    expect(parseConfig(LongshotEnv, { PLANNER_TOOL_ROUNDS: "12" }).PLANNER_TOOL_ROUNDS).toBe(12);
+    for (const bad of ["-1", "51", "2.5", "many"]) {
+      const err = configError(() => parseConfig(LongshotEnv, { PLANNER_TOOL_ROUNDS: bad }));
+      expect(err.problems.map((p) => p.split(":")[0])).toEqual(["PLANNER_TOOL_ROUNDS"]);
     }
   });
 
@@ -103,6 +113,28 @@ describe("parseConfig(LongshotEnv)", () => {
     expect(byVar("MERGE_STRATEGY")).toBeDefined();
     expect(byVar("LLM_ENDPOINTS")).toContain("not valid JSON");
     for (const p of err.problems) expect(err.message).toContain(p);
+  });
+
+  it("given the merge queue settings, then verification is on at depth 4 by default and each is validated", () => {
+    expect(parseConfig(LongshotEnv, {})).toMatchObject({
+      MERGE_VERIFY: "on",
+      MERGE_SPECULATION_DEPTH: 4,
+      MERGE_VERIFY_TIMEOUT_MS: 600_000,
+    });
+    expect(
+      parseConfig(LongshotEnv, {
+        MERGE_VERIFY: "off",
+        MERGE_SPECULATION_DEPTH: "8",
+        MERGE_VERIFY_TIMEOUT_MS: "30000",
+      }),
+    ).toMatchObject({ MERGE_VERIFY: "off", MERGE_SPECULATION_DEPTH: 8, MERGE_VERIFY_TIMEOUT_MS: 30_000 });
+    const err = configError(() =>
+      parseConfig(LongshotEnv, { MERGE_VERIFY: "maybe", MERGE_SPECULATION_DEPTH: "0" }),
+    );
+    expect(err.problems.map((p) => p.split(":")[0]).sort()).toEqual([
+      "MERGE_SPECULATION_DEPTH",
+      "MERGE_VERIFY",
+    ]);
   });
 
   it("given a non-numeric number, then the problem names the variable", () => {
@@ -212,5 +244,16 @@ describe("readEnv / loadConfig", () => {
     await writeFile(join(dir, ".env"), "MERGE_STRATEGY=squash\n");
     const err = configError(() => loadConfig({}, dir));
     expect(err.problems).toEqual([expect.stringMatching(/^MERGE_STRATEGY: /)]);
+  });
+});
+
+describe("reasoningFor", () => {
+  it("takes the role's switch first, then LLM_REASONING, else undefined (the model's default)", async () => {
+    const { parseConfig, LongshotEnv, reasoningFor } = await import("../src/index.ts");
+    const cfg = parseConfig(LongshotEnv, { LLM_REASONING: "off", LLM_REASONING_PLANNER: "on" });
+    expect(reasoningFor(cfg, "planner")).toBe(true);
+    expect(reasoningFor(cfg, "worker")).toBe(false);
+    expect(reasoningFor(parseConfig(LongshotEnv, {}), "worker")).toBeUndefined();
+    expect(() => parseConfig(LongshotEnv, { LLM_REASONING_WORKER: "maybe" })).toThrow(/LLM_REASONING_WORKER/);
   });
 });

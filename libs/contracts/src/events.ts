@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { TaskId } from "./ids.ts";
-import { AcceptedRun, RequestError } from "./request.ts";
+import { AcceptedRun, RunRejected } from "./request.ts";
 import { HandoffStatus, Task } from "./task.ts";
 
 /** Counts of tasks by outcome, as reported in a run summary. */
@@ -35,6 +35,8 @@ export const RunSummary = z.object({
   repo: z.string(),
   head: z.string(),
   reason: z.string().optional(),
+  /** Tasks whose work is not on the base branch, and why (present when there are any; v1.1). */
+  unmerged: z.array(z.object({ taskId: z.string(), reason: z.string() })).optional(),
 });
 export type RunSummary = z.infer<typeof RunSummary>;
 
@@ -55,8 +57,10 @@ export type SweepCheck = z.infer<typeof SweepCheck>;
  */
 export const EventData = {
   "run.accepted": AcceptedRun,
-  "run.rejected": z.object({ errors: z.array(RequestError) }),
+  "run.rejected": RunRejected,
   "run.completed": RunSummary,
+  /** The run was cancelled (`longshot.cancel`): no task starts any more, running sandboxes are terminated. */
+  "run.cancelled": z.object({ reason: z.string(), by: z.string().optional() }),
   "planner.iteration": z.object({
     iteration: z.number().int(),
     newTasks: z.number().int(),
@@ -64,15 +68,25 @@ export const EventData = {
     done: z.boolean(),
   }),
   "task.planned": z.object({ task: Task }),
-  "task.started": z.object({ taskId: TaskId, branch: z.string(), sandbox: z.string() }),
+  "task.started": z.object({
+    taskId: TaskId,
+    branch: z.string(),
+    sandbox: z.string(),
+    /** The task attempt whose sandbox started (v1.1). */
+    attempt: z.number().int().min(1).optional(),
+  }),
   "task.progress": z.object({
     taskId: TaskId,
+    /** The task attempt reporting (v1.1). */
+    attempt: z.number().int().min(1).optional(),
     message: z.string(),
     toolCalls: z.number().int().optional(),
     tokens: z.number().int().optional(),
   }),
   "task.finished": z.object({
     taskId: TaskId,
+    /** The task attempt that finished (v1.1). */
+    attempt: z.number().int().min(1).optional(),
     status: HandoffStatus,
     summary: z.string(),
     durationMs: z.number(),
@@ -81,6 +95,8 @@ export const EventData = {
   "merge.merged": z.object({
     taskId: TaskId,
     /** The task attempt whose handoff this merge decided. */
+    /** The parent task when this task is a subtask of a decomposition (so any subplanner instance finds it). */
+    parentId: TaskId.optional(),
     attempt: z.number().int().min(1),
     /** The target repository and base branch, so a reconciler can sweep without a lookup. */
     repo: z.string(),
@@ -91,9 +107,70 @@ export const EventData = {
     strategy: z.string(),
     rebased: z.boolean(),
     attempts: z.number().int(),
+    /** Merge queue verification (v1.1): the landed tree passed the target's check set before it was pushed. */
+    verified: z.boolean().optional(),
+    /** The tree of `sha` (what was verified; a later commit with this tree needs no new verification). */
+    tree: z.string().optional(),
+    /** Candidates landed by the same push of the base (1 = alone). */
+    batchSize: z.number().int().min(1).optional(),
+    /** How long the verification of this tree took, ms (0 when its verdict came from the cache). */
+    verifyMs: z.number().optional(),
+    /** From the handoff's publication to this landing, ms. */
+    handoffToLandingMs: z.number().optional(),
+  }),
+  /**
+   * The merge queue verified a candidate: the tree of the base with this task's branch (and every candidate
+   * ahead of it in the stack) applied passed the target's check set in a sandbox. Informational; the landing
+   * is `merge.merged`.
+   */
+  "merge.verified": z.object({
+    taskId: TaskId,
+    attempt: z.number().int().min(1),
+    branch: z.string(),
+    /** The candidate commit (base + the stack up to this task) and its tree. */
+    commit: z.string(),
+    tree: z.string(),
+    /** Position of the candidate in its speculative stack (1 = directly on the base). */
+    position: z.number().int().min(1),
+    /** Candidates stacked and verified at once when it was verified. */
+    stackSize: z.number().int().min(1),
+    /** Verification wall time, ms (0 when cached). */
+    durationMs: z.number(),
+    /** The verdict came from an earlier verification of the same tree. */
+    cached: z.boolean(),
+  }),
+  /**
+   * The merge queue refused to land a candidate: the base with this task's branch applied fails the target's
+   * check set, while the base with every candidate ahead of it passes (the branch is the culprit). Nothing of
+   * it reached the base. The planner retries the task with `reason` (and the output) as context.
+   */
+  "merge.rejected": z.object({
+    taskId: TaskId,
+    /** The parent task when this task is a subtask of a decomposition (so any subplanner instance finds it). */
+    parentId: TaskId.optional(),
+    attempt: z.number().int().min(1),
+    branch: z.string(),
+    commit: z.string(),
+    tree: z.string(),
+    /** One line for people and planners: the failing check, its command and exit code, and the output tail. */
+    reason: z.string(),
+    /** The first failing check (`name`, `command`, `exitCode`) and its output tail (≤ 4000 chars). */
+    check: SweepCheck,
+    /** Every check run on the candidate, outputs trimmed to their last 500 chars. */
+    checks: z.array(SweepCheck),
+    /** Verification wall time, ms (0 when cached). */
+    durationMs: z.number(),
+    /** Candidates stacked when the culprit was found. */
+    stackSize: z.number().int().min(1),
+    /** Stack positions the failure was traced back, from the first red prefix seen to its culprit. */
+    bisectionDepth: z.number().int().min(0),
+    /** From the handoff's publication to the rejection, ms. */
+    handoffToRejectionMs: z.number().optional(),
   }),
   "merge.conflict": z.object({
     taskId: TaskId,
+    /** The parent task when this task is a subtask of a decomposition (so any subplanner instance finds it). */
+    parentId: TaskId.optional(),
     attempt: z.number().int().min(1),
     branch: z.string(),
     files: z.array(z.string()),
@@ -101,12 +178,16 @@ export const EventData = {
   }),
   "merge.skipped": z.object({
     taskId: TaskId,
+    /** The parent task when this task is a subtask of a decomposition (so any subplanner instance finds it). */
+    parentId: TaskId.optional(),
     attempt: z.number().int().min(1),
     branch: z.string(),
     reason: z.string(),
   }),
   "merge.failed": z.object({
     taskId: TaskId,
+    /** The parent task when this task is a subtask of a decomposition (so any subplanner instance finds it). */
+    parentId: TaskId.optional(),
     attempt: z.number().int().min(1),
     branch: z.string(),
     reason: z.string(),
@@ -144,6 +225,46 @@ export const EventData = {
     conflictFiles: z.array(z.string()),
     requestId: z.string().optional(),
     durationMs: z.number(),
+  }),
+  /**
+   * The reconciler found the base red at a commit the merge queue had verified, and re-ran the checks once on
+   * that commit to tell why: `flaky` (the re-run passed: a check is flaky; the re-run's green result stands) or
+   * `queue-defect` (it failed again: the queue landed a tree that fails, or the environment drifted since).
+   */
+  "health.verified-red": z.object({
+    sha: z.string(),
+    cause: z.enum(["flaky", "queue-defect"]),
+    /** Names of the checks that failed on the first sweep, and on the re-run. */
+    failing: z.array(z.string()),
+    rerunFailing: z.array(z.string()),
+    /** The failing checks of the first sweep (output tails). */
+    checks: z.array(SweepCheck),
+  }),
+  /**
+   * The monitor saw no progress (`task.started` / `task.progress`) of a running task attempt for `idleMs`, at
+   * least STUCK_AFTER_MS. `report` counts the reports of this attempt (one more per STUCK_AFTER_MS of silence).
+   * `action` is the monitor's STUCK_POLICY: `alert` only reports; `retry` asks the dispatcher running the attempt
+   * to stop its sandbox, so the attempt ends with a failed handoff and the planner retries the task as it retries
+   * every failure.
+   */
+  "task.stuck": z.object({
+    taskId: TaskId,
+    attempt: z.number().int().min(1),
+    idleMs: z.number().min(0),
+    /** When the attempt last showed progress (ISO-8601 UTC). */
+    lastActivityAt: z.string(),
+    report: z.number().int().min(1),
+    action: z.enum(["alert", "retry"]),
+  }),
+  /**
+   * Something a person should look at, raised by the monitor. `empty-diff-complete`: a worker handed off
+   * `complete` with no change at all (nothing added, removed, created or modified).
+   */
+  "alert.raised": z.object({
+    kind: z.enum(["empty-diff-complete"]),
+    taskId: TaskId.optional(),
+    attempt: z.number().int().min(1).optional(),
+    message: z.string(),
   }),
   "error.rejected": z.object({
     reason: z.string(),

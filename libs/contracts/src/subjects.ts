@@ -10,6 +10,8 @@ export type TaskQueue = "execute" | "decompose";
 export const Subjects = {
   /** Public entry (plain JSON, no envelope). */
   request: `${ROOT}.request`,
+  /** Public: cancel a run (plain JSON `CancelRequest`, no envelope). */
+  cancel: `${ROOT}.cancel`,
   /** A task ready for `queue`. */
   task: (queue: TaskQueue, runId: string) => `${ROOT}.task.${queue}.${runId}`,
   allTasks: (queue: TaskQueue | "*" = "*") => `${ROOT}.task.${queue}.>`,

@@ -36,6 +36,8 @@ export const Task = z.object({
    * rebased onto `origin/<baseBranch>` with the conflicts left in the tree; the worker resolves them.
    */
   conflictBranch: z.string().min(1).optional(),
+  /** Conflict-fix tasks only: the task whose work they carry to the base (it takes over that task's leases). */
+  resolves: TaskId.optional(),
   /** Extra context for the worker prompt: the previous attempt's handoff, the failing check output, … */
   context: z.string().optional(),
   /** Reconciler fix tasks only: the failure signature they address (their dedup key). */

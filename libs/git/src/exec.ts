@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { GitError } from "./errors.ts";
 
 /**
@@ -142,4 +142,90 @@ export async function git(
 /** Splits NUL-separated git output (`-z`) into its non-empty records. */
 export function splitZ(output: string): string[] {
   return output.split("\0").filter((part) => part.length > 0);
+}
+
+/** Output of {@link runGitCapped}: stdout cut at the byte limit (`truncated` then true; git was stopped). */
+export interface GitCappedResult extends GitRunResult {
+  truncated: boolean;
+}
+
+/** Most bytes of stderr kept by {@link runGitCapped}. */
+const CAPPED_STDERR_BYTES = 64 * 1024;
+
+/**
+ * Runs `git <args>` in `cwd` keeping at most `maxBytes` of stdout (UTF-8 text; a multi-byte character cut at the
+ * limit is dropped): once more arrives, git is killed and `truncated` is true (its exit code is then -1). For
+ * commands whose output size a caller does not control (grep, a blob of unknown size). `timeoutMs` defaults to
+ * 30 s. Rejects with {@link GitError} only when git cannot be started or times out.
+ */
+export function runGitCapped(
+  cwd: string,
+  args: readonly string[],
+  options: { maxBytes: number; timeoutMs?: number; env?: GitEnvOptions["env"] },
+): Promise<GitCappedResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("git", args, {
+      cwd,
+      env: childEnv(options.env),
+      stdio: ["ignore", "pipe", "pipe"],
+      windowsHide: true,
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    let outBytes = 0;
+    let errBytes = 0;
+    let truncated = false;
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, options.timeoutMs ?? 30_000);
+    child.stdout.on("data", (d: Buffer) => {
+      if (truncated) return;
+      const room = options.maxBytes - outBytes;
+      if (d.length > room) {
+        out.push(d.subarray(0, room));
+        outBytes += room;
+        truncated = true;
+        child.kill("SIGKILL");
+        return;
+      }
+      out.push(d);
+      outBytes += d.length;
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      if (errBytes >= CAPPED_STDERR_BYTES) return;
+      err.push(d.subarray(0, CAPPED_STDERR_BYTES - errBytes));
+      errBytes += d.length;
+    });
+    const safeArgs = () => args.map(redact);
+    child.once("error", (e) => {
+      clearTimeout(timer);
+      reject(
+        new GitError(
+          `git ${safeArgs().join(" ")} failed to run: ${e.message}`,
+          { args: safeArgs(), exitCode: null, stderr: "" },
+          { cause: e },
+        ),
+      );
+    });
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      const stderr = Buffer.concat(err).toString("utf8");
+      if (timedOut && !truncated) {
+        reject(
+          new GitError(`git ${safeArgs().join(" ")} failed to run: killed (timeout)`, {
+            args: safeArgs(),
+            exitCode: null,
+            stderr: redact(stderr),
+          }),
+        );
+        return;
+      }
+      // A character cut at the limit decodes to U+FFFD at the very end: drop it.
+      let stdout = Buffer.concat(out).toString("utf8");
+      if (truncated && stdout.endsWith("\uFFFD")) stdout = stdout.slice(0, -1);
+      resolve({ code: truncated ? -1 : (code ?? -1), stdout, stderr, truncated });
+    });
+  });
 }

@@ -4,9 +4,28 @@
  * (GIT_COMMIT_NAME / GIT_COMMIT_EMAIL, default "Longshot" <longshot@localhost>) that is never written to
  * git config; credentials are passed only through `env` options, never argv or config.
  */
+export {
+  assertTreePath,
+  CommitReadError,
+  type CommitReader,
+  createCommitReader,
+  type TreeEntry,
+} from "./at-commit.ts";
+export {
+  type BuildCandidateOptions,
+  buildCandidate,
+  type CandidateFailureCode,
+  type CandidateResult,
+  existingCommits,
+  fetchRemoteBranch,
+  fetchRemoteBranches,
+  pushCommitToBase,
+  storeCommit,
+  treeOf,
+} from "./candidate.ts";
 export { type DiffStats, diffStats, isArtifactPath } from "./diff.ts";
 export { GitError, GitPushError, GitRefNotFoundError, GitUsageError } from "./errors.ts";
-export { commitIdentity, type GitEnvOptions, redact } from "./exec.ts";
+export { commitIdentity, type GitCappedResult, type GitEnvOptions, redact, runGitCapped } from "./exec.ts";
 export {
   conflictedFiles,
   MERGE_STRATEGIES,
@@ -16,8 +35,10 @@ export {
   type MergeStrategy,
   mergeBranch,
 } from "./merge.ts";
+export { createMirrors, gitTokenEnv, type RepoMirror } from "./mirror.ts";
 export {
   branchExists,
+  bundleBranch,
   type CommitInfo,
   checkoutNewBranch,
   cloneRepo,

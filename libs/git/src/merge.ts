@@ -57,7 +57,7 @@ export async function conflictedFiles(dir: string): Promise<string[]> {
 }
 
 /** Aborts any rebase/merge/cherry-pick in progress and drops every local change and untracked file. */
-async function discardLocalState(dir: string): Promise<void> {
+export async function discardLocalState(dir: string): Promise<void> {
   for (const args of [
     ["rebase", "--abort"],
     ["merge", "--abort"],

@@ -252,3 +252,17 @@ export async function prepareTargetRepo(path: string): Promise<TargetRepoKind> {
   await git(local, ["config", "--local", "receive.denyCurrentBranch", "updateInstead"]);
   return "configured";
 }
+
+/**
+ * Writes `git bundle` of `refs/heads/<branch>` to `path`, leaving out what `prerequisite` (a ref the
+ * receiving side has, e.g. `refs/remotes/origin/main`) already holds. Throws GitError, e.g. when the branch
+ * adds nothing to the prerequisite (git refuses an empty bundle).
+ */
+export async function bundleBranch(
+  dir: string,
+  path: string,
+  branch: string,
+  prerequisite: string,
+): Promise<void> {
+  await git(dir, ["bundle", "create", "-q", path, `refs/heads/${branch}`, `^${prerequisite}`]);
+}

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { type CommitReader, createCommitReader } from "./at-commit.ts";
 import { git } from "./exec.ts";
 import { type CommitInfo, cloneRepo, fetch, headSha, listTrackedFiles, recentCommits } from "./repo.ts";
 
@@ -29,8 +30,10 @@ const DOCS = {
  */
 export function createRepoReader(rootDir: string) {
   const locks = new Map<string, Promise<unknown>>();
+  const cloneDir = (repo: string) =>
+    join(rootDir, createHash("sha1").update(repo).digest("hex").slice(0, 12));
   const read = async (repo: string, baseBranch: string): Promise<RepoSnapshot> => {
-    const dir = join(rootDir, createHash("sha1").update(repo).digest("hex").slice(0, 12));
+    const dir = cloneDir(repo);
     if (!existsSync(join(dir, ".git"))) await cloneRepo(repo, dir);
     else await fetch(dir);
     await git(dir, ["checkout", "-q", "--detach", "-f", `origin/${baseBranch}`]);
@@ -56,6 +59,14 @@ export function createRepoReader(rootDir: string) {
         .then(() => read(repo, baseBranch));
       locks.set(repo, next);
       return next;
+    },
+    /**
+     * Read-only access to commit `sha` (e.g. a snapshot's `head`) of `repo`'s clone, from git objects only, so
+     * later snapshots (which fetch and check out) do not change what it reads. Call after a snapshot of `repo`.
+     * @throws GitUsageError when `sha` is not a full commit sha.
+     */
+    atCommit(repo: string, sha: string): CommitReader {
+      return createCommitReader(cloneDir(repo), sha);
     },
   };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createLogger } from "../src/index.ts";
+import { createLogger, SecretSet } from "../src/index.ts";
 
 /** A pino destination that keeps every line written to it. */
 function collector() {
@@ -88,6 +88,28 @@ describe("createLogger", () => {
     log.error(new Error(`cause: ${SECRET}`));
     expect(out.last().msg).toBe("cause: [redacted]");
     expect(out.lines.join("")).not.toContain(SECRET);
+  });
+
+  it("given a SecretSet that gains and loses values, then each line is redacted by the set as it is then", () => {
+    const out = collector();
+    const secrets = new SecretSet();
+    const log = createLogger({ service: "test", level: "info", secrets, destination: out.destination });
+    log.info(`key ${SECRET}`);
+    expect(out.last().msg).toBe(`key ${SECRET}`);
+    secrets.add(SECRET);
+    secrets.add("abc"); // too short to redact: ordinary words would go
+    secrets.add(undefined);
+    expect(secrets.size).toBe(1);
+    log.info(`key ${SECRET}, abc`);
+    expect(out.last().msg).toBe("key [redacted], abc");
+    expect(secrets.delete(SECRET)).toBe(true);
+    log.info(`key ${SECRET}`);
+    expect(out.last().msg).toBe(`key ${SECRET}`);
+  });
+
+  it("given overlapping secrets, then they are replaced in the order they were added", () => {
+    const set = new SecretSet(["secret-long-value", "secret"]);
+    expect(set.redact("a secret-long-value and a secret")).toBe("a [redacted] and a [redacted]");
   });
 
   it("given no secrets, then free text is left as is", () => {

@@ -1,287 +1,338 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import type { ChildProcess } from "node:child_process";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
-import { createInterface } from "node:readline";
-import { type Handoff, type Task, type WorkerInput, WorkerLine } from "@longshot/contracts";
-import { checkoutNewBranch, cloneRepo } from "@longshot/git";
+import { basename, dirname, join, resolve } from "node:path";
 import type { Logger } from "@longshot/log";
-import { prepareConflictFix } from "./conflict.ts";
-import { failedHandoff } from "./failed-handoff.ts";
-import { sandboxEnv, workerDeadlineMs } from "./policy.ts";
-import type { SandboxProvider, SandboxResult, SandboxRunOptions } from "./provider.ts";
+import type {
+  SandboxBackend,
+  SandboxCapabilities,
+  SandboxExecOptions,
+  SandboxHandle,
+  SandboxProcess,
+} from "./backend.ts";
+import { assertBoxCanRead, BOX_HOME, type Box, chownToBox, createBox } from "./box.ts";
+import { cgroupFromDirs, killCgroup, removeCgroup } from "./cgroup.ts";
 
-/** Stderr kept from the worker for crash reports, in chars. */
-const STDERR_TAIL_CHARS = 4_000;
-/** How long to wait for the worker's stdout to drain after it exited, in ms. */
-const DRAIN_TIMEOUT_MS = 2_000;
+/** The Longshot checkout this library runs from (worker code, prompts, node_modules). */
+const INSTALL_ROOT = resolve(import.meta.dirname, "../../..");
+/** Inside path of a local box's workspace (bubblewrap); unsafe-local uses the host path. */
+const BOX_WORKSPACE = "/workspace";
+/** Parts of the Longshot checkout a box sees, read-only: what the worker needs to run, nothing else. */
+const WORKER_PATHS = ["node_modules", "libs", "services/worker", "prompts", "package.json"];
 
-/** Options of {@link createLocalSandboxProvider}. */
-export interface LocalSandboxOptions {
-  /** Absolute path of the worker entry (`services/worker/src/main.ts`). */
-  workerEntry: string;
-  /** Absolute path of the worker system prompt (`prompts/worker.md`). */
-  systemPromptPath: string;
-  /** Node binary that runs the worker; default the current one. */
-  nodePath?: string;
+/** Options of {@link createLocalBackend}. */
+export interface LocalBackendOptions {
+  /** `bwrap`: isolated (the default provider `local`); `unsafe`: plain processes (`unsafe-local`). */
+  isolation: "bwrap" | "unsafe";
   /** Where sandbox directories are created; default the OS temp dir. */
   tmpRoot?: string;
-  log: Logger;
-  /** Harness the worker runs; default `pi`. */
-  harness?: WorkerInput["harness"];
-  /** Command template for the `command` harness (passed as env `WORKER_COMMAND`). */
-  workerCommand?: string;
-  /** Time between SIGTERM and SIGKILL when terminating a sandbox, in ms; default 5000. */
-  killGraceMs?: number;
   /**
-   * Directory recording live sandboxes (`<sandboxId>.json`: process group and directory), so that a
-   * provider restarted after a crash can reap the sandboxes its predecessor left running
-   * ({@link reapOrphanSandboxes}). Default: no registry.
+   * Directory recording live sandboxes (`<id>.json`: directory, cgroups, process groups), so that a backend
+   * restarted after a crash can reap what its predecessor left ({@link SandboxBackend.reap}).
    */
   registryDir?: string;
+  /** The Longshot checkout holding the worker; default the one this library runs from. */
+  installRoot?: string;
+  log: Logger;
+}
+
+interface RegistryRecord {
+  dir: string;
+  cgroupDirs: string[];
+  /**
+   * Processes to kill: the bwrap process of each exec (killing it ends its whole sandbox) or, unsafe, each
+   * process group leader. `start` is the process start time (field 22 of /proc/<pid>/stat), so a pid the
+   * kernel gave to someone else since is never killed.
+   */
+  procs: Array<{ pid: number; start: string; group: boolean }>;
+}
+
+/** Start time of `pid` (clock ticks since boot, /proc/<pid>/stat field 22), or undefined when gone. */
+async function startTime(pid: number): Promise<string | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+  if (stat === undefined) return undefined;
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
 }
 
 /**
- * The `local` sandbox provider: a temp directory `longshot-sandbox-<taskId>-*` holding a fresh clone of the
- * target (`repo/`; for conflict-fix tasks prepared by `prepareConflictFix`: `task.branch` from
- * `origin/<conflictBranch>`, mid-rebase onto `origin/<baseBranch>` with the conflicts in the tree), the
- * worker input (`input.json`) and a private `tmp/` (the worker's TMPDIR), and the
- * worker as a child process in its own process group (`detached`), with cwd = the clone and a minimal
- * environment (see `sandboxEnv`). The worker's agent deadline is `workerDeadlineMs(timeoutMs)`; at
- * `timeoutMs` after the spawn (or on abort) the whole group gets SIGTERM, then SIGKILL after
- * `killGraceMs`. After the worker exits the group is SIGKILLed anyway (stray background processes) and
- * the directory is removed, whatever happened.
+ * The local sandbox backend. `bwrap`: every sandbox is a box (see `createBox`): its own mount, PID, IPC, UTS,
+ * user and network namespaces, the system read-only, the workspace (`/workspace`) the only writable place
+ * besides a private `/tmp` and an empty `HOME`, an unprivileged uid, no network, cgroup limits; the worker
+ * code is mounted read-only at its host path. `unsafe`: plain child processes in their own process groups,
+ * with the host's filesystem and network — only when chosen explicitly (`SANDBOX_PROVIDER=unsafe-local`).
+ * Directory removal after `terminate()` runs in the background (processes are gone first).
  */
-export function createLocalSandboxProvider(options: LocalSandboxOptions): SandboxProvider {
-  return {
-    name: "local",
-    run: (task, opts) => runLocal(options, task, opts),
+export function createLocalBackend(options: LocalBackendOptions): SandboxBackend {
+  const root = options.installRoot ?? INSTALL_ROOT;
+  const bwrap = options.isolation === "bwrap";
+  const capabilities: SandboxCapabilities = {
+    isolation: bwrap ? "bwrap" : "none",
+    network: bwrap ? "none" : "host",
+    limits: bwrap ? ["memoryMb", "cpuCores", "pidsMax"] : [],
+    maxRuntimeMs: Number.POSITIVE_INFINITY,
+    snapshots: false,
+    gpu: false,
   };
-}
 
-async function runLocal(
-  options: LocalSandboxOptions,
-  task: Task,
-  opts: SandboxRunOptions,
-): Promise<SandboxResult> {
-  const startedAt = Date.now();
-  const dir = await mkdtemp(join(options.tmpRoot ?? tmpdir(), `longshot-sandbox-${task.id}-`));
-  const sandboxId = basename(dir);
-  const log = options.log.child({ taskId: task.id, sandboxId });
-  try {
-    const repoDir = join(dir, "repo");
-    try {
-      await cloneRepo(task.repo, repoDir);
-      if (task.conflictBranch !== undefined) {
-        const setup = await prepareConflictFix(repoDir, task);
-        log.info({ conflictBranch: task.conflictBranch, conflicts: setup.conflicts }, "conflict-fix rebase");
-      } else {
-        await checkoutNewBranch(repoDir, task.branch, `origin/${task.baseBranch}`);
-      }
-    } catch (err) {
-      const reason = `sandbox setup failed: ${err instanceof Error ? err.message : String(err)}`;
-      log.warn({ err }, "sandbox setup failed");
-      return {
-        handoff: failedHandoff(task, reason, Date.now() - startedAt),
-        sandboxId,
-        exitCode: null,
-        timedOut: false,
-      };
-    }
-    const tmp = join(dir, "tmp");
-    await mkdir(tmp);
-    const input: WorkerInput = {
-      task,
-      repoDir,
-      systemPromptPath: options.systemPromptPath,
-      llm: { baseUrl: opts.llm.baseUrl, model: opts.llm.model, maxTokens: opts.llm.maxTokens },
-      timeoutMs: workerDeadlineMs(opts.timeoutMs),
-      harness: options.harness ?? "pi",
-    };
-    const inputPath = join(dir, "input.json");
-    await writeFile(inputPath, JSON.stringify(input, null, 2));
-    const env = sandboxEnv(
-      process.env,
-      {
-        TMPDIR: tmp,
-        ...(options.workerCommand !== undefined ? { WORKER_COMMAND: options.workerCommand } : {}),
-      },
-      opts.llm.apiKey,
-    );
-    const child = spawn(options.nodePath ?? process.execPath, [options.workerEntry, inputPath], {
-      cwd: repoDir,
-      env,
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    log.info({ pid: child.pid, timeoutMs: opts.timeoutMs }, "sandbox started");
-    if (options.registryDir && child.pid) {
+  const record = async (id: string, rec: RegistryRecord | undefined): Promise<void> => {
+    if (!options.registryDir) return;
+    const path = join(options.registryDir, `${id}.json`);
+    if (rec === undefined) await rm(path, { force: true });
+    else {
       await mkdir(options.registryDir, { recursive: true });
-      await writeFile(
-        join(options.registryDir, `${sandboxId}.json`),
-        JSON.stringify({ pgid: child.pid, dir }),
-      );
-    }
-    return await supervise(child, task, opts, options.killGraceMs ?? 5_000, log, sandboxId, startedAt);
-  } finally {
-    if (options.registryDir) await rm(join(options.registryDir, `${sandboxId}.json`), { force: true });
-    await rm(dir, { recursive: true, force: true });
-    log.info({ durationMs: Date.now() - startedAt }, "sandbox removed");
-  }
-}
-
-/** Streams the worker's lines, enforces the deadline and abort, and turns the outcome into a result. */
-async function supervise(
-  child: ChildProcess,
-  task: Task,
-  opts: SandboxRunOptions,
-  killGraceMs: number,
-  log: Logger,
-  sandboxId: string,
-  startedAt: number,
-): Promise<SandboxResult> {
-  let handoff: Handoff | undefined;
-  let stderrTail = "";
-  let terminatedBy: "timeout" | "abort" | undefined;
-  let terminating = false;
-  let graceTimer: NodeJS.Timeout | undefined;
-
-  const killGroup = (signal: NodeJS.Signals) => {
-    if (child.pid === undefined) return;
-    try {
-      process.kill(-child.pid, signal);
-    } catch {
-      // group already gone
+      await writeFile(path, JSON.stringify(rec));
     }
   };
-  const terminate = (why: "timeout" | "abort") => {
-    if (terminating) return;
-    terminating = true;
-    // A worker that already handed off is only lingering: kill it, but keep its result.
-    if (handoff === undefined) terminatedBy = why;
-    log.warn({ why, handedOff: handoff !== undefined }, "terminating sandbox");
-    killGroup("SIGTERM");
-    graceTimer = setTimeout(() => killGroup("SIGKILL"), killGraceMs);
-  };
 
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream, crlfDelay: Infinity });
-  const drained = new Promise<void>((resolve) => lines.once("close", resolve));
-  lines.on("line", (text) => {
-    const line = parseLine(text);
-    if (line === undefined) {
-      if (text.trim().length > 0) log.warn({ line: text.slice(0, 500) }, "non-protocol line from worker");
-      return;
-    }
-    if (line.kind === "handoff") {
-      if (line.handoff.taskId !== task.id) {
-        log.warn({ got: line.handoff.taskId }, "handoff for another task ignored");
-        return;
-      }
-      handoff = line.handoff;
-    }
-    try {
-      opts.onLine(line);
-    } catch (err) {
-      log.warn({ err }, "onLine threw");
-    }
-  });
-  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
-    stderrTail = (stderrTail + chunk).slice(-STDERR_TAIL_CHARS);
-  });
-
-  const timer = setTimeout(() => terminate("timeout"), opts.timeoutMs);
-  const onAbort = () => terminate("abort");
-  if (opts.signal?.aborted) onAbort();
-  else opts.signal?.addEventListener("abort", onAbort, { once: true });
-
-  const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>(
-    (resolve) => {
-      child.once("error", (error) => resolve({ code: null, signal: null, error }));
-      child.once("exit", (code, signal) => resolve({ code, signal }));
-    },
-  );
-  clearTimeout(timer);
-  if (graceTimer) clearTimeout(graceTimer);
-  opts.signal?.removeEventListener("abort", onAbort);
-  // Whatever the worker left running in its group goes with it.
-  killGroup("SIGKILL");
-  await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, DRAIN_TIMEOUT_MS).unref())]);
-  lines.close();
-
-  const durationMs = Date.now() - startedAt;
-  const exitCode = exit.code;
-  log.info(
-    { exitCode, signal: exit.signal, terminatedBy, handedOff: handoff !== undefined },
-    "worker exited",
-  );
-  if (terminatedBy !== undefined) {
-    const reason =
-      terminatedBy === "timeout"
-        ? `sandbox timed out after ${Math.round(opts.timeoutMs / 1000)} s`
-        : "sandbox aborted by the dispatcher";
-    // A handoff written while shutting down (the worker got SIGTERM) keeps its head and metrics.
-    const result = handoff
-      ? { ...handoff, status: "failed" as const, concerns: [reason, ...handoff.concerns] }
-      : failedHandoff(task, reason, durationMs);
-    return { handoff: result, sandboxId, exitCode, timedOut: terminatedBy === "timeout" };
-  }
-  if (handoff !== undefined) return { handoff, sandboxId, exitCode, timedOut: false };
-  const why = exit.error
-    ? `worker failed to start: ${exit.error.message}`
-    : `worker exited with ${exitCode ?? exit.signal} without a handoff`;
-  const tail = redactKey(stderrTail.trim(), opts.llm.apiKey);
+  let readable: Promise<void> | undefined;
   return {
-    handoff: failedHandoff(task, tail.length > 0 ? `${why}; stderr: ${tail}` : why, durationMs),
-    sandboxId,
-    exitCode,
-    timedOut: false,
-  };
-}
-
-function parseLine(text: string): WorkerLine | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  const parsed = WorkerLine.safeParse(value);
-  return parsed.success ? parsed.data : undefined;
-}
-
-function redactKey(text: string, key: string | undefined): string {
-  return key && key.length >= 4 ? text.split(key).join("[redacted]") : text;
-}
-
-/**
- * Kills every sandbox recorded in `registryDir` (SIGKILL to its process group) and removes its directory and
- * record. Call it when a provider starts: after a crash of its process, the detached sandboxes it started
- * would otherwise keep running (and pushing) next to the redelivered attempts. Returns how many were reaped.
- */
-export async function reapOrphanSandboxes(registryDir: string): Promise<number> {
-  let names: string[];
-  try {
-    names = (await readdir(registryDir)).filter((n) => n.endsWith(".json"));
-  } catch {
-    return 0;
-  }
-  for (const name of names) {
-    const path = join(registryDir, name);
-    try {
-      const rec = JSON.parse(await readFile(path, "utf8")) as { pgid?: number; dir?: string };
-      if (typeof rec.pgid === "number" && rec.pgid > 1) {
+    name: bwrap ? "local" : "unsafe-local",
+    capabilities,
+    async create(spec) {
+      if (bwrap) {
+        readable ??= assertBoxCanRead([...WORKER_PATHS.map((p) => join(root, p)), process.execPath]);
+        await readable;
+      }
+      const dir = await mkdtemp(join(options.tmpRoot ?? tmpdir(), `longshot-sandbox-${spec.id}-`));
+      // The box's uid must reach its workspace (traverse only: the directory is not listable).
+      await chmod(dir, 0o711);
+      const work = join(dir, "work");
+      await mkdir(work);
+      const workspace = bwrap ? BOX_WORKSPACE : work;
+      const box = await createBox({
+        id: basename(dir)
+          .replace(/^longshot-sandbox-/, "")
+          .toLowerCase()
+          .replace(/[^a-z0-9-]/g, "-"),
+        dir: join(dir, "box"),
+        mounts: bwrap
+          ? [
+              { host: work, path: BOX_WORKSPACE, writable: true },
+              ...WORKER_PATHS.map((p) => ({ host: join(root, p), path: join(root, p) })),
+            ]
+          : [],
+        limits: bwrap ? spec.limits : {},
+        isolation: options.isolation,
+      });
+      await chownToBox(box, work);
+      const procs: RegistryRecord["procs"] = [];
+      await record(spec.id, { dir, cgroupDirs: box.cgroupDirs, procs });
+      const onProc = async (pid: number) => {
+        const start = await startTime(pid);
+        if (start === undefined) return;
+        procs.push({ pid, start, group: !bwrap });
+        await record(spec.id, { dir, cgroupDirs: box.cgroupDirs, procs });
+      };
+      return localHandle(
+        { id: spec.id, box, workspace, root, dir, bwrap, installNetwork: spec.installNetwork === true },
+        onProc,
+        () => record(spec.id, undefined),
+        options.log,
+      );
+    },
+    async reap() {
+      if (!options.registryDir) return 0;
+      let names: string[];
+      try {
+        names = (await readdir(options.registryDir)).filter((n) => n.endsWith(".json"));
+      } catch {
+        return 0;
+      }
+      for (const name of names) {
+        const path = join(options.registryDir, name);
         try {
-          process.kill(-rec.pgid, "SIGKILL");
-        } catch {
-          // already gone
+          const rec = JSON.parse(await readFile(path, "utf8")) as Partial<RegistryRecord>;
+          await reapRecord(rec);
+        } catch (err) {
+          options.log.warn({ err, record: name }, "could not reap a sandbox record");
+        } finally {
+          await rm(path, { force: true });
         }
       }
-      if (typeof rec.dir === "string" && basename(rec.dir).startsWith("longshot-sandbox-")) {
-        await rm(rec.dir, { recursive: true, force: true });
-      }
-    } finally {
-      await rm(path, { force: true });
+      return names.length;
+    },
+  };
+}
+
+async function reapRecord(rec: Partial<RegistryRecord>): Promise<void> {
+  for (const p of rec.procs ?? []) {
+    if (p.pid <= 1 || (await startTime(p.pid)) !== p.start) continue;
+    try {
+      process.kill(p.group ? -p.pid : p.pid, "SIGKILL");
+    } catch {
+      // gone
     }
   }
-  return names.length;
+  if (rec.cgroupDirs && rec.cgroupDirs.length > 0) {
+    const cg = cgroupFromDirs(rec.cgroupDirs);
+    await killCgroup(cg);
+    await removeCgroup(cg);
+  }
+  if (typeof rec.dir === "string" && basename(rec.dir).startsWith("longshot-sandbox-")) {
+    await rm(rec.dir, { recursive: true, force: true });
+  }
+}
+
+interface LocalSandbox {
+  id: string;
+  box: Box;
+  /** Inside path of the workspace. */
+  workspace: string;
+  /** The Longshot checkout the worker runs from. */
+  root: string;
+  /** Host directory of the whole sandbox. */
+  dir: string;
+  bwrap: boolean;
+  installNetwork: boolean;
+}
+
+function localHandle(
+  sb: LocalSandbox,
+  onProc: (pid: number) => Promise<void>,
+  unregister: () => Promise<void>,
+  log: Logger,
+): SandboxHandle {
+  const { id, box, workspace, root, dir, bwrap, installNetwork } = sb;
+  let terminated = false;
+  const hostOf = (inside: string): string => {
+    const host = box.hostPath(inside);
+    if (host === undefined) throw new Error(`${inside} is not inside the sandbox's workspace`);
+    return host;
+  };
+  const exec = (o: SandboxExecOptions): SandboxProcess => {
+    if (o.network === "host" && !installNetwork) {
+      throw new Error(`sandbox ${id} was created without network for installs`);
+    }
+    const child = box.exec({
+      argv: o.argv,
+      cwd: o.cwd,
+      env: o.env,
+      network: o.network ?? "none",
+      stdin: "pipe",
+    });
+    if (child.pid !== undefined) void onProc(child.pid);
+    return wrapChild(child, bwrap, o.timeoutMs);
+  };
+  return {
+    id,
+    workspace,
+    env: bwrap
+      ? { HOME: BOX_HOME, TMPDIR: "/tmp", PATH: `${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin` }
+      : {
+          HOME: join(dir, "box", "home"),
+          TMPDIR: join(dir, "box", "tmp"),
+          PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
+        },
+    worker: {
+      node: process.execPath,
+      entry: join(root, "services/worker/src/main.ts"),
+      systemPrompt: join(root, "prompts/worker.md"),
+    },
+    async seedRepo(mirror, opts = {}) {
+      const inside = join(workspace, "repo");
+      const host = hostOf(inside);
+      await mirror.cloneInto(host, {
+        ...(opts.detach ? { detach: opts.detach } : {}),
+        ...(opts.refs ? { refs: opts.refs } : {}),
+      });
+      await chownToBox(box, host);
+      return inside;
+    },
+    exec,
+    async readFile(path, maxBytes) {
+      const p = exec({
+        argv: ["sh", "-c", 'test -f "$1" || exit 3; exec cat -- "$1"', "sh", path],
+        cwd: workspace,
+        env: {},
+      });
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let tooBig = false;
+      p.stdout.on("data", (c: Buffer) => {
+        size += c.length;
+        if (size > maxBytes) {
+          tooBig = true;
+          p.kill();
+        } else chunks.push(c);
+      });
+      p.stderr.resume();
+      // The exit can be reported before the last of stdout was read (seen under load: a truncated bundle):
+      // the file is whole once stdout ended too.
+      const drained = new Promise<void>((resolve) => {
+        p.stdout.once("end", resolve);
+        p.stdout.once("close", resolve);
+        p.stdout.once("error", () => resolve());
+      });
+      const { code } = await p.wait();
+      await drained;
+      if (tooBig) throw new Error(`${path} is larger than ${maxBytes} bytes`);
+      if (code === 3) return undefined;
+      if (code !== 0) throw new Error(`reading ${path} in the sandbox failed (exit ${code})`);
+      return Buffer.concat(chunks);
+    },
+    async writeFile(path, data) {
+      const child = box.exec({
+        argv: ["sh", "-c", 'mkdir -p "$(dirname "$1")" && cat > "$1"', "sh", path],
+        cwd: workspace,
+        env: {},
+        stdin: "pipe",
+      });
+      child.stdout?.resume();
+      let err = "";
+      child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+        err += d;
+      });
+      const done = new Promise<number | null>((r) => child.once("close", (code) => r(code)));
+      child.stdin?.end(data);
+      const code = await done;
+      if (code !== 0) throw new Error(`writing ${path} in the sandbox failed (exit ${code}): ${err.trim()}`);
+    },
+    async limitHit() {
+      if (await box.oomKilled()) return "memory";
+      if (await box.pidsLimitHit()) return "processes";
+      return undefined;
+    },
+    async terminate() {
+      if (terminated) return;
+      terminated = true;
+      await box.killAll();
+      // Processes are gone; the directory (a clone, maybe node_modules) is removed in the background.
+      void box
+        .destroy()
+        .then(() => rm(dir, { recursive: true, force: true }))
+        .then(unregister)
+        .catch((err) => log.warn({ err, sandboxId: id }, "sandbox cleanup failed"));
+    },
+  };
+}
+
+/**
+ * A {@link SandboxProcess} over a box's child. Killing it kills the whole bwrap sandbox of that exec
+ * (its PID namespace) or, unsafe, its process group. `timeoutMs` > 0 kills it after that long.
+ */
+function wrapChild(child: ChildProcess, bwrap: boolean, timeoutMs?: number): SandboxProcess {
+  const kill = () => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(bwrap ? child.pid : -child.pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  };
+  const exited = new Promise<{ code: number | null; signal?: string }>((resolve) => {
+    child.once("exit", (code, signal) => resolve(signal ? { code, signal } : { code }));
+    child.once("error", () => resolve({ code: null, signal: "spawn-error" }));
+  });
+  const timer = timeoutMs && timeoutMs > 0 ? setTimeout(kill, timeoutMs) : undefined;
+  if (timer) void exited.then(() => clearTimeout(timer));
+  child.stdin?.on("error", () => undefined);
+  return {
+    stdout: child.stdout!,
+    stderr: child.stderr!,
+    write(text) {
+      if (child.stdin && !child.stdin.destroyed) child.stdin.write(text);
+    },
+    wait: () => exited,
+    kill,
+  };
 }

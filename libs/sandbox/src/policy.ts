@@ -9,27 +9,28 @@ export function workerDeadlineMs(timeoutMs: number): number {
   return Math.max(1, Math.round(Math.max(timeoutMs - reserve, timeoutMs / 2)));
 }
 
-/** Environment variables a sandboxed worker inherits from its parent, when set. */
-export const SANDBOX_ENV_ALLOWLIST = ["PATH", "HOME", "LANG", "GIT_COMMIT_NAME", "GIT_COMMIT_EMAIL"] as const;
+/** Environment variables a sandboxed worker inherits from its parent, when set (none of them secret). */
+export const SANDBOX_ENV_ALLOWLIST = ["LANG", "GIT_COMMIT_NAME", "GIT_COMMIT_EMAIL"] as const;
 
 /**
- * The complete environment of a sandboxed worker: {@link SANDBOX_ENV_ALLOWLIST} from `parent`, then
- * `extra` (e.g. `TMPDIR`, `WORKER_COMMAND`), then the model key as `LONGSHOT_LLM_API_KEY` when non-empty.
- * Nothing else from `parent` passes (no NATS_URL, NATS credentials or provider keys). Pure.
+ * The complete environment of a sandboxed worker: {@link SANDBOX_ENV_ALLOWLIST} from `parent`, the
+ * sandbox's own base (`HOME`, `TMPDIR`, `PATH` from the backend), then `extra` (e.g. `WORKER_COMMAND`).
+ * Nothing else from `parent` passes: no key (the model relay adds credentials outside), no NATS settings, no
+ * provider keys, not the host's HOME. Pure.
  */
-export function sandboxEnv(
+export function workerEnv(
   parent: NodeJS.ProcessEnv,
+  base: Record<string, string>,
   extra: Record<string, string | undefined>,
-  apiKey?: string,
-): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
+): Record<string, string> {
+  const env: Record<string, string> = {};
   for (const name of SANDBOX_ENV_ALLOWLIST) {
     const value = parent[name];
     if (value !== undefined && value !== "") env[name] = value;
   }
+  Object.assign(env, base);
   for (const [name, value] of Object.entries(extra)) {
     if (value !== undefined) env[name] = value;
   }
-  if (apiKey) env.LONGSHOT_LLM_API_KEY = apiKey;
   return env;
 }

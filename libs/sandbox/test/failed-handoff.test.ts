@@ -1,6 +1,6 @@
 import { Handoff, Task } from "@longshot/contracts";
 import { describe, expect, it } from "vitest";
-import { failedHandoff, sandboxEnv, workerDeadlineMs } from "../src/index.ts";
+import { abortReason, failedHandoff, workerDeadlineMs, workerEnv } from "../src/index.ts";
 
 const task = Task.parse({
   id: "t-9",
@@ -43,8 +43,25 @@ describe("failedHandoff", () => {
     expect("head" in h).toBe(false);
   });
 
+  it("keeps the agent's counters reported before the attempt was stopped", () => {
+    const h = failedHandoff(task, "sandbox aborted by the dispatcher", 5000, { toolCalls: 3, tokens: 1200 });
+    expect(h.metrics).toMatchObject({ toolCallCount: 3, tokensUsed: 1200, durationMs: 5000, linesAdded: 0 });
+  });
+
   it("clamps a negative duration to 0", () => {
     expect(failedHandoff(task, "x", -5).metrics.durationMs).toBe(0);
+  });
+});
+
+describe("abortReason", () => {
+  it("says the dispatcher aborted the sandbox, and why when the signal carries a reason", () => {
+    expect(abortReason(undefined)).toBe("sandbox aborted by the dispatcher");
+    const plain = new AbortController();
+    plain.abort();
+    expect(abortReason(plain.signal.reason)).toBe("sandbox aborted by the dispatcher");
+    expect(abortReason(new Error("stuck: no progress for 3 s (monitor)"))).toBe(
+      "sandbox aborted by the dispatcher: stuck: no progress for 3 s (monitor)",
+    );
   });
 });
 
@@ -58,26 +75,27 @@ describe("workerDeadlineMs", () => {
   });
 });
 
-describe("sandboxEnv", () => {
-  it("passes only the allowlist, the extras and the key", () => {
+describe("workerEnv", () => {
+  it("passes only the allowlist, the sandbox's own base and the extras: no key, no NATS, not the host's HOME", () => {
     const parent = {
-      PATH: "/bin",
-      HOME: "/home/x",
+      PATH: "/host/bin",
+      HOME: "/root",
       LANG: "C.UTF-8",
       NATS_URL: "nats://secret:4222",
       NATS_CREDS: "/etc/creds",
       OPENAI_API_KEY: "sk-provider",
+      LLM_API_KEY: "sk-llm",
       GIT_COMMIT_NAME: "Bot",
       TMPDIR: "/tmp",
     };
-    expect(sandboxEnv(parent, { TMPDIR: "/sandbox/tmp" }, "tok-123")).toEqual({
-      PATH: "/bin",
-      HOME: "/home/x",
+    const base = { HOME: "/home/sandbox", TMPDIR: "/tmp", PATH: "/usr/bin:/bin" };
+    expect(workerEnv(parent, base, { WORKER_COMMAND: "agent {prompt_file}", UNSET: undefined })).toEqual({
       LANG: "C.UTF-8",
       GIT_COMMIT_NAME: "Bot",
-      TMPDIR: "/sandbox/tmp",
-      LONGSHOT_LLM_API_KEY: "tok-123",
+      HOME: "/home/sandbox",
+      TMPDIR: "/tmp",
+      PATH: "/usr/bin:/bin",
+      WORKER_COMMAND: "agent {prompt_file}",
     });
-    expect(sandboxEnv(parent, {}, "")).not.toHaveProperty("LONGSHOT_LLM_API_KEY");
   });
 });

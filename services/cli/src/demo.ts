@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { ROOT } from "./cluster.ts";
+import { pdeathsigPrefix } from "./nats-nodes.ts";
 
 const run = promisify(execFile);
 
@@ -46,14 +47,20 @@ export interface SimLlmProcess {
  */
 export async function startSimLlmProcess(script: string, apiKey: string): Promise<SimLlmProcess> {
   const model = (JSON.parse(await readFile(script, "utf8")) as { model?: string }).model ?? "sim-1";
-  const child: ChildProcess = spawn(
+  // Through `setpriv --pdeathsig` where available: the model dies with the CLI, even a killed one.
+  const [cmd, ...args] = [
+    ...pdeathsigPrefix(),
     process.execPath,
-    [join(ROOT, "services/sim-llm/src/main.ts"), "--script", script, "--port", "0"],
-    {
-      env: { ...process.env, SIM_API_KEY: apiKey },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
+    join(ROOT, "services/sim-llm/src/main.ts"),
+    "--script",
+    script,
+    "--port",
+    "0",
+  ];
+  const child: ChildProcess = spawn(cmd!, args, {
+    env: { ...process.env, SIM_API_KEY: apiKey },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => {
     stderr = (stderr + d.toString()).slice(-4000);

@@ -2,15 +2,14 @@ import { execFile } from "node:child_process";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { connectBus } from "@longshot/bus";
-import { createLogger } from "@longshot/log";
+import { type Task, TaskMessage } from "@longshot/contracts";
 import { git, tempDir, waitFor } from "@longshot/testkit";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CLUSTER_SERVICES, type EmbeddedCluster, startEmbeddedCluster } from "../src/cluster.ts";
 import { type SimLlmProcess, startSimLlmProcess } from "../src/demo.ts";
-import { formatLlmUsage, readLlmUsage } from "../src/follow.ts";
-import { makeListRepo, writeScript } from "./fixtures.ts";
+import { formatLlmUsage, readLlmUsage, tokensByKind } from "../src/follow.ts";
+import { adminBus, makeListRepo, writeScript } from "./fixtures.ts";
 
 const run = promisify(execFile);
 
@@ -20,6 +19,8 @@ let sim: SimLlmProcess;
 let cluster: EmbeddedCluster;
 let nc: NatsConnection;
 let repo: string;
+/** The first task the e2e run planned (for the redelivery case). */
+let firstPlanned: Task;
 
 beforeAll(async () => {
   dir = await tempDir("longshot-e2e-");
@@ -38,7 +39,7 @@ beforeAll(async () => {
       LOG_LEVEL: "info",
     },
   });
-  nc = await connect({ servers: cluster.natsUrl });
+  nc = await connect(cluster.client);
 }, 60_000);
 
 afterAll(async () => {
@@ -85,11 +86,7 @@ describe("cluster end to end", () => {
 
   it("lets a run's state grow past 1 MiB: the embedded nats-server takes 4 MiB messages like nats.conf", async () => {
     expect(nc.info?.max_payload).toBe(4 * 1024 * 1024);
-    const bus = await connectBus({
-      servers: cluster.natsUrl,
-      name: "e2e-big",
-      log: createLogger({ service: "e2e", level: "warn" }),
-    });
+    const bus = await adminBus(cluster, "e2e-big");
     try {
       const kv = await bus.kv("e2e-big-values");
       await kv.put("big", "x".repeat(3 * 1024 * 1024));
@@ -166,11 +163,7 @@ describe("cluster end to end", () => {
     expect(answered).toBeGreaterThanOrEqual(7); // ≥ 2 planner calls + 3 turns × 2 workers
     // The gateway accounted the sandboxes' calls to their run and task (per-task tokens); it serves nobody
     // without a token; the CLI's usage reader finds the run's record in KV.
-    const bus = await connectBus({
-      servers: cluster.natsUrl,
-      name: "e2e-usage",
-      log: createLogger({ service: "e2e", level: "warn" }),
-    });
+    const bus = await adminBus(cluster, "e2e-usage");
     try {
       const usage = await waitFor(
         async () => {
@@ -184,6 +177,14 @@ describe("cluster end to end", () => {
       expect(usage.byRole.worker!.requests).toBeGreaterThanOrEqual(6);
       expect(usage.totalTokens).toBeGreaterThan(0);
       expect(formatLlmUsage(usage)).toMatch(/llm usage {3}\d+ requests, [\d,]+ tokens/);
+      // Orchestration (planner, subplanner, reconciler) reported apart from the workers' tokens.
+      const split = tokensByKind(usage);
+      expect(split.workers).toBe(usage.byRole.worker!.totalTokens);
+      expect(split.orchestrationByRole.planner).toBe(usage.byRole.planner!.totalTokens);
+      expect(split.orchestration + split.workers).toBe(usage.totalTokens);
+      expect(formatLlmUsage(usage)).toMatch(
+        /orchestration [\d,]+ tokens \(planner [\d,]+.*\), workers [\d,]+ tokens/,
+      );
       // The planner's calls name the run (x-longshot-run-id on its service token): accounted to the run too.
       expect(usage.byRole.planner!.requests).toBeGreaterThanOrEqual(2);
       expect(usage.byTask.planner).toBeUndefined();
@@ -218,5 +219,43 @@ describe("cluster end to end", () => {
     const log = (await git(repo, "log", "--format=%s", "main")).split("\n");
     expect(log.filter((s) => s.startsWith("add-first")).length).toBe(1);
     expect(log.filter((s) => s.startsWith("add-last")).length).toBe(1);
+    firstPlanned = seen.find((e) => e.type === "task.planned")!.data.task as Task;
+  });
+
+  it("does not run an attempt again when its task message comes again (at-least-once delivery)", async () => {
+    // What a redelivery after a lost ack looks like to the dispatcher: the same task, attempt and run again.
+    const task = firstPlanned;
+    const events: string[] = [];
+    const sub = nc.subscribe(`longshot.event.${task.runId}.task.>`, {
+      callback: (_e, m) => void events.push(m.json<{ type: string }>().type),
+    });
+    const bus = await adminBus(cluster, "e2e-redeliver");
+    try {
+      await bus.publish(TaskMessage, ["execute", task.runId], task, {
+        runId: task.runId,
+        taskId: task.id,
+        id: `redelivered-${task.runId}-${task.id}-${task.attempt}`,
+      });
+      const line = await waitFor(
+        async () =>
+          (await readFile(join(cluster.logDir, "dispatcher.log"), "utf8"))
+            .split("\n")
+            .find((l) => l.includes("attempt already ran") && l.includes(`"taskId":"${task.id}"`)),
+        30_000,
+        100,
+      );
+      // Its handoff went out again under its id, and JetStream knew it: nothing more is published.
+      expect(JSON.parse(line)).toMatchObject({
+        attempt: task.attempt,
+        status: "complete",
+        republished: false,
+      });
+      await new Promise((r) => setTimeout(r, 1_000));
+      // No sandbox started (no task.started), no repeated task.finished.
+      expect(events).toEqual([]);
+    } finally {
+      sub.unsubscribe();
+      await bus.close();
+    }
   });
 });

@@ -4,9 +4,11 @@
  * each worker; the test plays Pi's part (applies the `write`/`edit` calls with Pi's semantics, runs the
  * conflict-fix worker's `git rebase --continue`), commits each worker's changes on its own branch from the
  * initial main, and lands the branches with `git rebase` + `git merge --ff-only` in priority order, like the
- * merge queue. The demo's four scenarios are replayed on the way: a task that fails once and completes on its
- * retry, a task the subplanner splits, a genuine conflict resolved by a conflict-fix worker (in both landing
- * orders), and a feature that turns main red until the reconciler's fix task lands. Real git, real node.
+ * merge queue. The demo's scenarios are replayed on the way: a task that fails once and completes on its
+ * retry, a task whose first attempt breaks an existing test (the merge queue rejects it) and whose retry with
+ * the failure as context lands green, a task the subplanner splits, a genuine conflict resolved by a
+ * conflict-fix worker (in both landing orders), and the reconciler's fix task for a main that went red anyway
+ * (its safety net). Real git, real node.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
@@ -278,6 +280,8 @@ describe("examples/todo-api and its sim-llm script", () => {
   let executable: PlannedTask[] = [];
   const workers: WorkerRun[] = [];
   const retried: string[] = [];
+  /** Tasks whose complete first attempt breaks the tests: the merge queue rejects it, the retry lands. */
+  const rejected: string[] = [];
   const conflicts: { id: string; files: string[] }[] = [];
 
   /** Names of the conversations matching a worker prompt, in script order (sim-llm takes the first). */
@@ -527,7 +531,7 @@ describe("examples/todo-api and its sim-llm script", () => {
     }
   });
 
-  it("each task has one worker conversation whose calls apply cleanly; one fails and completes on its retry", async () => {
+  it("each task has one worker conversation whose calls apply cleanly; one fails, one is rejected by the merge queue, both complete on their retry", async () => {
     expect(executable.length).toBeGreaterThan(planned.length - decomposed.length);
     for (const task of executable) {
       const prompt = taskPrompt(task);
@@ -536,6 +540,31 @@ describe("examples/todo-api and its sim-llm script", () => {
       const branch = `worker/${task.id}`;
       await git(repo, "checkout", "-q", "-b", branch, initial);
       let played = await playWorker(task.id, prompt);
+      const hasRetry =
+        workerConversations(taskPrompt({ ...task, context: "x" }))[0] === `worker ${task.id} (attempt 2)`;
+      if (hasRetry && played.handoff.status === "complete") {
+        // The merge queue runs the whole suite on the candidate (initial main + this branch): it fails on a
+        // test the worker did not run, so the candidate is rejected and the planner retries with the failure.
+        await commitAll(`${task.id} attempt 1`);
+        const verify = await run(node, ["--test", "--test-isolation=none"], repo);
+        expect(verify.code, `${task.id} attempt 1 should break the suite:\n${verify.stdout}`).not.toBe(0);
+        expect(verify.stdout).toMatch(/fail 1\b/);
+        await git(repo, "checkout", "-q", "-f", initial);
+        await git(repo, "branch", "-q", "-D", branch);
+        await git(repo, "checkout", "-q", "-b", branch, initial);
+        // As the planner builds it from merge.rejected: the failing check and its output's tail.
+        const failing = verify.stdout.split("\n").filter((l) => /✖|AssertionError|Input:/.test(l));
+        const context = `The merge queue rejected attempt 1 (branch ${branch}): check test failed on the base with this branch applied (\`npm run test\`, exit 1): ${failing.slice(0, 12).join("\n")}\nThe change must pass the project's checks on main as it is now: fix that failure while doing the task.`;
+        const retryPrompt = taskPrompt({ ...task, context });
+        expect(workerConversations(retryPrompt)[0], `${task.id}: the retry's conversation`).toBe(
+          `worker ${task.id} (attempt 2)`,
+        );
+        played = await playWorker(`${task.id} attempt 2`, retryPrompt);
+        const green = await run(node, ["--test", "--test-isolation=none"], repo);
+        expect(green.code, `${task.id} attempt 2 should pass the whole suite:\n${green.stdout}`).toBe(0);
+        rejected.push(task.id);
+        retried.push(task.id);
+      }
       if (played.handoff.status === "failed" || played.handoff.status === "blocked") {
         // The first attempt is kept as the planner would report it; its tests really fail.
         const own = played.touched.filter((f) => /^test\/.*\.test\.ts$/.test(f));
@@ -575,7 +604,8 @@ describe("examples/todo-api and its sim-llm script", () => {
       expect(await changedFiles(repo, initial, branch)).toEqual([...touched].sort());
       workers.push({ task, branch, head, touched, handoff });
     }
-    expect(retried, "tasks that complete only on their retry").toHaveLength(1);
+    expect(retried, "tasks that complete only on their retry").toHaveLength(2);
+    expect(rejected, "tasks the merge queue rejects once").toEqual(["email-validation"]);
     expect(workers.filter((w) => w.touched.includes(SHARED_FILE)).length).toBeGreaterThanOrEqual(3);
     await git(repo, "checkout", "-q", "main");
   });
@@ -584,8 +614,8 @@ describe("examples/todo-api and its sim-llm script", () => {
     expect(workers).toHaveLength(executable.length);
     for (const w of workers) {
       await git(repo, "checkout", "-q", w.branch);
-      // The branch's own tests plus the skeleton's app tests, in one process to stay fast. A branch may
-      // break another test (that is the reconciler scenario); the final main runs the plain `node --test`.
+      // The branch's own tests plus the skeleton's app tests, in one process to stay fast; the final main runs
+      // the plain `node --test`.
       const own = w.touched.filter((f) => /^test\/.*\.test\.ts$/.test(f));
       if (own.length === 0) {
         for (const f of w.touched)
@@ -689,15 +719,26 @@ describe("examples/todo-api and its sim-llm script", () => {
     await git(repo, "checkout", "-q", "main");
   });
 
-  it("main is red after the merges; the reconciler's fix task makes it green", async () => {
-    // In one process to stay fast; the green main below runs the plain `node --test`.
+  it("main is green after the merges: the breaking first attempt never landed", async () => {
+    const green = await nodeTest(repo);
+    expect(green.code, green.stdout + green.stderr).toBe(0);
+    expect(green.stdout).toMatch(/fail 0/);
+  });
+
+  it("the safety net: if main went red on the stale assertion anyway, the reconciler's fix task makes it green", async () => {
+    // Main as it would be had the first attempt of email-validation landed: the skeleton's platform test.
+    await git(repo, "checkout", "-q", "-b", "red-main", "main");
+    await writeFile(
+      join(repo, "test/platform.test.ts"),
+      await readFile(join(templateDir, "test/platform.test.ts")),
+    );
+    const sha = await commitAll("main with the stale assertion");
     const red = await nodeTest(repo, "--test-isolation=none");
     expect(red.code, "main should be red before the fix").not.toBe(0);
     expect(red.stdout).toMatch(/fail 1\b/);
 
     const system = await readFile(join(root, "prompts/reconciler.md"), "utf8");
     expect(system.startsWith("You are the reconciler of Longshot, ")).toBe(true);
-    const sha = await git(repo, "rev-parse", "main");
     const user = [
       `The base branch \`main\` at ${sha.slice(0, 12)} is red.`,
       "",
@@ -731,7 +772,6 @@ describe("examples/todo-api and its sim-llm script", () => {
       priority: 1,
       description: `${f.description}\n\nFailing check on main at ${sha.slice(0, 8)}: test failing`,
     }));
-    await git(repo, "checkout", "-q", "-b", "worker/fixes", "main");
     for (const fix of fixTasks) {
       const prompt = taskPrompt(fix);
       expect(workerConversations(prompt), fix.id).toEqual(["worker fix"]);
@@ -740,8 +780,6 @@ describe("examples/todo-api and its sim-llm script", () => {
       for (const f of touched) expect(fix.scope, `${fix.id} changed ${f} outside its scope`).toContain(f);
     }
     await commitAll("fixes");
-    await git(repo, "checkout", "-q", "main");
-    await git(repo, "merge", "-q", "--ff-only", "worker/fixes");
     const green = await nodeTest(repo);
     expect(green.code, green.stdout + green.stderr).toBe(0);
     expect(green.stdout).toMatch(/fail 0/);
@@ -750,5 +788,6 @@ describe("examples/todo-api and its sim-llm script", () => {
     const repeat = { ...fixTasks[0]!, id: "fix-002" };
     await playWorker(repeat.id, taskPrompt(repeat));
     expect(await git(repo, "status", "--porcelain")).toBe("");
+    await git(repo, "checkout", "-q", "main");
   });
 });

@@ -1,6 +1,11 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { makeRepo } from "@longshot/testkit";
+import { type Bus, connectBus } from "@longshot/bus";
+import { createLogger } from "@longshot/log";
+import { logTails, makeRepo, tempDir } from "@longshot/testkit";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { type EmbeddedCluster, startEmbeddedCluster } from "../src/cluster.ts";
+import { type SimLlmProcess, startSimLlmProcess } from "../src/demo.ts";
 
 /**
  * A tiny target and its sim-llm script for cluster tests: tasks that each fill their own region of the
@@ -173,5 +178,150 @@ export function makeListRepo(dir: string): Promise<string> {
     "src/list.ts": LIST_TS,
     "test/list.test.ts":
       'import { test } from "node:test";\nimport assert from "node:assert/strict";\nimport { helper0 } from "../src/list.ts";\ntest("helper0", () => assert.equal(helper0([1]), 1));\n',
+  });
+}
+
+/** One event of a run as a test reads it off `longshot.event.<runId>.>`. */
+export interface SeenEvent {
+  type: string;
+  ts: string;
+  data: Record<string, unknown>;
+}
+
+/** Options of {@link runEvents}. */
+export interface RunEventsOptions {
+  /** Called with each event as it arrives. */
+  onEvent?: (e: SeenEvent) => void;
+  /** Rejects when `until` has not arrived after this long, ms (default: never). */
+  timeoutMs?: number;
+  /** What the timeout error adds after the events seen (e.g. {@link SimCluster.diagnose}). */
+  diagnose?: () => Promise<string>;
+}
+
+/**
+ * Subscribes to the events of `runId` (before anything is published: call it first, then publish the request),
+ * and resolves with every event seen up to and including the first of type `until` (default `run.completed`).
+ * @throws after `timeoutMs` an error listing the events seen and the `diagnose` output: a test that waits for
+ *   a run says where the run stopped, not only that it timed out.
+ */
+export function runEvents(
+  nc: NatsConnection,
+  runId: string,
+  until = "run.completed",
+  opts: RunEventsOptions = {},
+): Promise<SeenEvent[]> {
+  const sub = nc.subscribe(`longshot.event.${runId}.>`);
+  const seen: SeenEvent[] = [];
+  let expired = false;
+  const done = (async () => {
+    for await (const m of sub) {
+      const e = m.json<SeenEvent>();
+      seen.push(e);
+      opts.onEvent?.(e);
+      if (e.type === until) break;
+    }
+    sub.unsubscribe();
+    // Ended by the deadline, not by `until`: the timeout's rejection (with the diagnosis) is the answer.
+    if (expired) return new Promise<never>(() => {});
+    return seen;
+  })();
+  if (opts.timeoutMs === undefined) return done;
+  const timeoutMs = opts.timeoutMs;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timer = setTimeout(async () => {
+      expired = true;
+      sub.unsubscribe();
+      const events = seen.map((e) => `${e.ts} ${e.type} ${JSON.stringify(e.data).slice(0, 160)}`).join("\n");
+      const more = opts.diagnose ? await opts.diagnose().catch((err: unknown) => String(err)) : "";
+      reject(
+        new Error(
+          `run ${runId}: no ${until} within ${timeoutMs} ms. Events seen:\n${events || "(none)"}\n${more}`,
+        ),
+      );
+    }, timeoutMs);
+  });
+  return Promise.race([done, timedOut]).finally(() => clearTimeout(timer));
+}
+
+/** What {@link startSimCluster} started; `stop()` ends all of it and removes the scratch dir. */
+export interface SimCluster {
+  dir: { path: string; cleanup(): Promise<void> };
+  sim: SimLlmProcess;
+  cluster: EmbeddedCluster;
+  /** A NATS connection as the cluster's admin. */
+  nc: NatsConnection;
+  /** For a failure message: restarts per service and each service log's warnings and last lines. */
+  diagnose(): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** Restarts per service and process, and the tail of every log of `cluster` (see `logTails`). */
+export async function clusterDiagnosis(cluster: EmbeddedCluster): Promise<string> {
+  return [
+    `restarts: ${JSON.stringify(cluster.restarts())}, nats restarts: ${JSON.stringify(cluster.natsRestarts())}`,
+    await logTails(cluster.logDir),
+  ].join("\n");
+}
+
+/**
+ * A cluster test's setup: a scratch dir (`prefix`), sim-llm on `script` with API key `key`, an embedded cluster
+ * whose model endpoint is that sim-llm (state under `<dir>/state`, `env` on top, `instances` per scaled service),
+ * and an admin NATS connection to it. What started is stopped again when a later step fails.
+ */
+export async function startSimCluster(opts: {
+  prefix: string;
+  key: string;
+  script: unknown;
+  env?: Record<string, string>;
+  instances?: number;
+}): Promise<SimCluster> {
+  const dir = await tempDir(opts.prefix);
+  let sim: SimLlmProcess | undefined;
+  try {
+    const scriptPath = join(dir.path, "script.json");
+    await writeFile(scriptPath, JSON.stringify(opts.script));
+    sim = await startSimLlmProcess(scriptPath, opts.key);
+    const cluster = await startEmbeddedCluster({
+      stateDir: join(dir.path, "state"),
+      ...(opts.instances ? { instances: opts.instances } : {}),
+      env: {
+        LLM_BASE_URL: sim.url,
+        LLM_API_KEY: opts.key,
+        LLM_MODEL: sim.model,
+        LOG_LEVEL: "info",
+        ...opts.env,
+      },
+    });
+    const nc = await connect(cluster.client);
+    const started = sim;
+    return {
+      dir,
+      sim: started,
+      cluster,
+      nc,
+      diagnose: () => clusterDiagnosis(cluster),
+      async stop() {
+        await nc.drain();
+        await cluster.stop();
+        await started.stop();
+        await dir.cleanup();
+      },
+    };
+  } catch (err) {
+    await sim?.stop();
+    await dir.cleanup();
+    throw err;
+  }
+}
+
+/** A `Bus` on `cluster` as its admin user, named `name` (for KV and streams the CLI does not show); close it after. */
+export function adminBus(cluster: EmbeddedCluster, name: string): Promise<Bus> {
+  return connectBus({
+    servers: cluster.natsUrl,
+    name,
+    log: createLogger({ service: "test", level: "warn" }),
+    user: cluster.client.user!,
+    pass: cluster.client.pass!,
   });
 }

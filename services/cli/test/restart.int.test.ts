@@ -1,16 +1,14 @@
 import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { connectBus } from "@longshot/bus";
-import { createLogger } from "@longshot/log";
-import { git, tempDir } from "@longshot/testkit";
+import { git, tempDir, waitFor } from "@longshot/testkit";
 import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type EmbeddedCluster, startEmbeddedCluster } from "../src/cluster.ts";
 import { type SimLlmProcess, startSimLlmProcess } from "../src/demo.ts";
 import { readLlmUsage } from "../src/follow.ts";
-import { DECOMPOSED_PROMPT, makeListRepo, writeScript } from "./fixtures.ts";
+import { adminBus, DECOMPOSED_PROMPT, makeListRepo, writeScript } from "./fixtures.ts";
 
 const run = promisify(execFile);
 type Event = { id: string; type: string; taskId?: string; data: Record<string, unknown> };
@@ -29,7 +27,7 @@ beforeAll(async () => {
     stateDir: join(dir.path, "state"),
     env: { LLM_BASE_URL: sim.url, LLM_API_KEY: key, LLM_MODEL: sim.model, MAX_WORKERS: "3" },
   });
-  nc = await connect({ servers: cluster.natsUrl });
+  nc = await connect(cluster.client);
 }, 60_000);
 
 afterAll(async () => {
@@ -89,7 +87,8 @@ async function runWithKill(
   const completed = await done;
   sub.unsubscribe();
   expect(killed).toBe(true);
-  expect(cluster.restarts()[service]).toBe(before + 1);
+  // The run may end before the CLI has seen the killed process exit (a kill right after the final sweep).
+  await waitFor(() => cluster.restarts()[service] === before + 1, 10_000, 20);
   return { completed, events: await storedEvents(runId), repo };
 }
 
@@ -151,11 +150,7 @@ describe("a service killed with SIGKILL mid-run and restarted", () => {
     // The planner's service token and the running sandboxes' task tokens were issued before the kill; the
     // restarted gateway reads them from NATS KV (without that, every later call would get 401).
     await expectExactlyOnce(await runWithKill("llm-gateway", "task.started"));
-    const bus = await connectBus({
-      servers: cluster.natsUrl,
-      name: "restart-usage",
-      log: createLogger({ service: "test", level: "warn" }),
-    });
+    const bus = await adminBus(cluster, "restart-usage");
     try {
       const usage = await readLlmUsage(bus, "run-kill-llm-gateway");
       expect(usage!.byRole.worker!.requests).toBeGreaterThanOrEqual(TASKS.length);

@@ -1,27 +1,25 @@
 import { join } from "node:path";
-import { envelopeDecoder, runService } from "@longshot/bus";
-import { llmEndpoints, stateDir } from "@longshot/config";
+import { createScopeLeases, envelopeDecoder, runService } from "@longshot/bus";
+import { instanceStateDir, llmEndpoints, reasoningFor } from "@longshot/config";
 import { Consumers, TaskMessage } from "@longshot/contracts";
-import { createLocalSandboxProvider, reapOrphanSandboxes } from "@longshot/sandbox";
+import { sandboxProviderFromConfig } from "@longshot/sandbox";
+import { createAttemptHistory } from "./adapters/attempt-history.ts";
+import { watchCancellations } from "./adapters/cancellations.ts";
 import { createTokenIssuer } from "./adapters/gateway-tokens.ts";
+import { watchStuckTasks } from "./adapters/stuck-tasks.ts";
+import { createTranscripts } from "./adapters/transcripts.ts";
 import { Scheduler } from "./domain/scheduler.ts";
 import { createTaskHandler } from "./handlers/task.ts";
+import { dispatcherMetrics } from "./metrics.ts";
 
-const root = new URL("../../../", import.meta.url).pathname;
-
-runService("dispatcher", async ({ config, log, bus }) => {
+runService("dispatcher", async ({ config, log, bus, metrics }) => {
   const endpoint = llmEndpoints(config)[0];
   if (!endpoint) throw new Error("no model endpoint configured: set LLM_BASE_URL or LLM_ENDPOINTS");
+  // Refuses to start when the configured isolation cannot work here (e.g. no bubblewrap), saying what to do.
+  const provider = await sandboxProviderFromConfig(config, "dispatcher", log);
   // Sandboxes a crashed predecessor left running are killed before their tasks are redelivered.
-  const registryDir = join(stateDir(config), "dispatcher", "sandboxes");
-  const reaped = await reapOrphanSandboxes(registryDir);
+  const reaped = await provider.reap();
   if (reaped) log.warn({ reaped }, "reaped sandboxes left by a previous dispatcher");
-  const provider = createLocalSandboxProvider({
-    registryDir,
-    workerEntry: `${root}services/worker/src/main.ts`,
-    systemPromptPath: `${root}prompts/worker.md`,
-    log,
-  });
   const scheduler = new Scheduler(config.MAX_WORKERS, config.SCOPE_POLICY);
   const tokens =
     config.LLM_GATEWAY_ADMIN_URL && config.GATEWAY_ADMIN_TOKEN
@@ -33,7 +31,17 @@ runService("dispatcher", async ({ config, log, bus }) => {
           config.WORKER_TIMEOUT * 1000 + 5 * 60_000,
         )
       : undefined;
+  const cancellations = await watchCancellations(bus, log);
+  const stuck = watchStuckTasks(bus, log);
   const handler = createTaskHandler({
+    cancellations,
+    stuck,
+    metrics: dispatcherMetrics(metrics, scheduler, config.MAX_WORKERS),
+    leases: createScopeLeases(bus),
+    transcripts: createTranscripts(join(instanceStateDir(config), "dispatcher", "transcripts"), (err) =>
+      log.warn({ err }, "transcript line not written"),
+    ),
+    history: { store: createAttemptHistory(bus, log), harness: config.WORKER_HARNESS },
     ...(tokens ? { tokens } : {}),
     bus,
     provider,
@@ -44,6 +52,7 @@ runService("dispatcher", async ({ config, log, bus }) => {
       model: config.LLM_MODEL,
       maxTokens: config.LLM_MAX_TOKENS,
       ...(endpoint.apiKey ? { apiKey: endpoint.apiKey } : {}),
+      ...(reasoningFor(config, "worker") !== undefined ? { reasoning: reasoningFor(config, "worker")! } : {}),
     },
   });
   // Pull ahead of the free slots so a priority-1 task that arrives while every slot is busy is already
@@ -59,8 +68,14 @@ runService("dispatcher", async ({ config, log, bus }) => {
       scopePolicy: config.SCOPE_POLICY,
       prefetch,
       provider: provider.name,
+      isolation: provider.capabilities.isolation,
+      harness: config.WORKER_HARNESS,
     },
     "dispatching",
   );
-  return () => consumption.stop();
+  return async () => {
+    await consumption.stop();
+    cancellations.stop();
+    stuck.stop();
+  };
 });

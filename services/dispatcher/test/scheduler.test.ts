@@ -1,7 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { Scheduler } from "../src/domain/scheduler.ts";
 
-const t = (id: string, priority = 5, scope: string[] = []) => ({ id, priority, scope });
+const t = (id: string, priority = 5, scope: string[] = [], kind?: string) => ({
+  id,
+  priority,
+  scope,
+  ...(kind ? { kind } : {}),
+});
 const flush = () => new Promise((r) => setTimeout(r, 0));
 
 /** Acquires and records the order in which tasks are admitted. */
@@ -91,6 +96,20 @@ describe("Scheduler scope policy", () => {
     await k.acquire(t("a", 5, ["f.ts"]));
     await k.acquire(t("b", 5, ["f.ts"]));
     expect(k.order).toEqual(["a", "b"]);
+  });
+
+  it("given advisory, then conflict-fix tasks of the same files still run one at a time", async () => {
+    const s = new Scheduler(4, "advisory");
+    const k = tracker(s);
+    await k.acquire(t("cf1", 1, ["f.ts"], "conflict-fix"));
+    void k.acquire(t("cf2", 1, ["f.ts"], "conflict-fix"));
+    await k.acquire(t("other", 5, ["f.ts"]));
+    await flush();
+    expect(k.order).toEqual(["cf1", "other"]);
+    k.release("cf1");
+    k.release("other");
+    await flush();
+    expect(k.order).toEqual(["cf1", "other", "cf2"]);
   });
 
   it("given empty scopes, then they never block each other", async () => {

@@ -460,9 +460,13 @@ async function benchPolicy(
   );
   res.seconds = (performance.now() - start) / 1000;
   const metrics = await (await fetch(gw.url.replace("/v1", "/metrics"))).text();
-  const read = (n: string) => Number(new RegExp(`^${n} (\\S+)$`, "m").exec(metrics)?.[1] ?? 0);
-  res.gatewayCacheHits = read("llm_gateway_cache_hits_total");
-  res.gatewayCacheMisses = read("llm_gateway_cache_misses_total");
+  // Cache-aware routing decisions by reason (a miss includes the load-imbalance guard's overrides).
+  const decisions = (reason: string) =>
+    [...metrics.matchAll(/^llm_gateway_policy_decisions_total\{([^}]*)\} (\S+)$/gm)]
+      .filter((m) => m[1]!.includes(`reason="${reason}"`))
+      .reduce((sum, m) => sum + Number(m[2]), 0);
+  res.gatewayCacheHits = decisions("cache_hit");
+  res.gatewayCacheMisses = decisions("cache_miss") + decisions("load_imbalance");
   res.ttfts.sort((x, y) => x - y);
   await stopAll();
   return res;

@@ -1,5 +1,19 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
+import { GatewayHeaders } from "@longshot/contracts";
+import type { ErrorAnswer } from "./domain/answers.ts";
+
+/** Header a worker sends with its task id: session affinity keeps a task on one replica. */
+export const TASK_ID_HEADER = GatewayHeaders.taskId;
+/** Header naming the run a service token's request is accounted to (see `Grant.anyRun`). */
+export const RUN_ID_HEADER = GatewayHeaders.runId;
+/** Response header naming the upstream that served the request. */
+export const UPSTREAM_HEADER = "x-longshot-upstream";
+/**
+ * Response header: time the gateway spent on the request before sending its first upstream attempt (ms, 3
+ * decimals: parse, auth, budget, queue, routing). Like LiteLLM's `x-litellm-overhead-duration-ms`.
+ */
+export const OVERHEAD_HEADER = "x-longshot-overhead-ms";
 
 /** Largest accepted request body (bytes): 64 MiB, like sim-llm. */
 export const MAX_BODY_BYTES = 64 * 1024 * 1024;
@@ -25,7 +39,7 @@ export function sendJson(
   res.end(text);
 }
 
-/** Sends an OpenAI-shaped error. */
+/** Sends an OpenAI-shaped error; once headers were sent (a stream began) it can only cut the connection. */
 export function sendError(
   res: ServerResponse,
   status: number,
@@ -38,6 +52,11 @@ export function sendError(
     return;
   }
   sendJson(res, status, errorJson(message, extra.type ?? errorTypeFor(status), code), extra.headers);
+}
+
+/** Sends an {@link ErrorAnswer} (see {@link sendError}). */
+export function sendAnswer(res: ServerResponse, answer: ErrorAnswer): void {
+  sendError(res, answer.status, answer.code, answer.message, answer);
 }
 
 /** OpenAI error `type` for a status. */

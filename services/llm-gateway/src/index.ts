@@ -5,12 +5,19 @@
  */
 export { type GatewayEnv, GatewayEnv as GatewayEnvSchema, gatewayOptionsFromEnv } from "./config.ts";
 export { type Admission, type AdmissionOptions, AdmissionQueue } from "./domain/admission.ts";
+export {
+  admissionAnswer,
+  budgetAnswer,
+  type ErrorAnswer,
+  exhaustedAnswer,
+  NO_UPSTREAM_ANSWER,
+  unauthorizedAnswer,
+} from "./domain/answers.ts";
 export { type BackoffOptions, backoffDelay, isRetryableStatus } from "./domain/backoff.ts";
 export {
   type BreakerOptions,
   type BreakerOutcome,
   type BreakerState,
-  breakerStateValue,
   CircuitBreaker,
 } from "./domain/breaker.ts";
 export {
@@ -24,9 +31,17 @@ export {
   type PriceTable,
   type Reservation,
   type RunUsage,
+  requestGrant,
   type TokenUsage,
   type UsageTotals,
 } from "./domain/ledger.ts";
+export {
+  type ModelCatalog,
+  type ModelObject,
+  modelCatalog,
+  modelList,
+  modelObject,
+} from "./domain/models.ts";
 export {
   type CacheAwareOptions,
   type Candidate,
@@ -41,13 +56,13 @@ export {
   type RouteInput,
   type RoutingPolicy,
   roundRobinPolicy,
+  routeInput,
   type SessionAffinityOptions,
   sessionAffinityPolicy,
 } from "./domain/policy.ts";
 export { type PrefixMatch, PrefixTree, type PrefixTreeOptions } from "./domain/prefix-tree.ts";
-export { type ChatBodyView, promptKey, viewChatBody } from "./domain/prompt.ts";
+export { type ChatBodyView, promptKey, upstreamBody, viewChatBody } from "./domain/prompt.ts";
 export { SseUsageTap, type UsageCounts, usageCounts, usageFromBody, type WireUsage } from "./domain/sse.ts";
-export { SmoothWeightedRoundRobin, type Weighted } from "./domain/wrr.ts";
 export {
   type Gateway,
   type GatewayOptions,

@@ -5,7 +5,7 @@
  * Exit codes: 0 after SIGTERM/SIGINT (in-flight requests get up to 30 s), 2 on bad configuration, 1 when it
  * cannot listen or reach NATS.
  */
-import { type Bus, connectBus } from "@longshot/bus";
+import { type Bus, connectBus, notifyReady, watchSupervisor } from "@longshot/bus";
 import { readEnv } from "@longshot/config";
 import { createLogger } from "@longshot/log";
 import { ConfigError, gatewayOptionsFromEnv } from "./config.ts";
@@ -13,6 +13,8 @@ import { type Gateway, startGateway } from "./gateway.ts";
 import { natsLedgerStore } from "./store.ts";
 
 process.title = "longshot-llm-gateway";
+// Under the CLI's embedded cluster: stop when the CLI dies, say when listening.
+watchSupervisor();
 
 let gateway: Gateway;
 let bus: Bus | undefined;
@@ -25,11 +27,18 @@ try {
     bus = await connectBus({
       servers: natsUrl,
       name: "longshot-llm-gateway",
-      log: createLogger({ service: "llm-gateway", level: options.logLevel ?? "info" }),
+      log: createLogger({
+        service: "llm-gateway",
+        level: options.logLevel ?? "info",
+        secrets: [env.NATS_PASSWORD],
+      }),
+      replicas: Number(env.NATS_REPLICAS ?? 1) || 1,
+      ...(env.NATS_USER ? { user: env.NATS_USER, pass: env.NATS_PASSWORD ?? "" } : {}),
     });
     options.store = await natsLedgerStore(bus);
   }
   gateway = await startGateway(options);
+  notifyReady("llm-gateway");
 } catch (err) {
   if (err instanceof ConfigError) {
     process.stderr.write(`llm-gateway: ${err.message}\n`);

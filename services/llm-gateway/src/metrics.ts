@@ -1,4 +1,8 @@
 import { Counter, collectDefaultMetrics, exponentialBuckets, Gauge, Histogram, Registry } from "prom-client";
+import type { BreakerState } from "./domain/breaker.ts";
+
+/** Every circuit breaker state, the values of the `state` label of `llm_gateway_circuit_breaker_state`. */
+export const BREAKER_STATES: readonly BreakerState[] = ["closed", "half_open", "open"];
 
 /** The gateway's Prometheus metrics (one fresh registry per gateway; names documented in the README). */
 export interface GatewayMetrics {
@@ -10,14 +14,12 @@ export interface GatewayMetrics {
   overhead: Histogram;
   retries: Counter<"upstream" | "reason">;
   retriesExhausted: Counter;
-  breakerState: Gauge<"upstream">;
+  breakerState: Gauge<"upstream" | "state">;
   breakerTransitions: Counter<"upstream" | "to">;
   upstreamHealthy: Gauge<"upstream">;
   active: Gauge<"upstream">;
   queueDepth: Gauge;
   rejected: Counter<"reason">;
-  cacheHits: Counter;
-  cacheMisses: Counter;
   decisions: Counter<"policy" | "reason">;
   tokens: Counter<"model" | "role" | "type">;
   cost: Counter<"model" | "role">;
@@ -25,13 +27,17 @@ export interface GatewayMetrics {
 }
 
 /**
- * Creates the metrics on a new registry. `collect` hooks read live gauges (queue depth, breaker states, active
- * requests) at
- * scrape time through `sample`.
+ * Creates the metrics on a new registry. Every series carries `service="llm-gateway"`; Node's default metrics
+ * keep their standard names (`process_cpu_seconds_total`, `nodejs_eventloop_lag_seconds`, …). No metric counts
+ * what another already counts: cache hits are `llm_gateway_policy_decisions_total{reason="cache_hit"}`, and the
+ * token types of `llm_gateway_tokens_total` partition the total (uncached prompt + cached prompt + completion).
+ * `collect` hooks read live gauges (queue depth, breaker states, active requests) at scrape time through
+ * `sample`.
  */
 export function createMetrics(sample: { queueDepth(): number; refresh(): void }): GatewayMetrics {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "llm_gateway_" });
+  registry.setDefaultLabels({ service: "llm-gateway" });
+  collectDefaultMetrics({ register: registry });
   const r = [registry];
   const seconds = exponentialBuckets(0.001, 2, 18); // 1 ms … 131 s
   return {
@@ -81,8 +87,8 @@ export function createMetrics(sample: { queueDepth(): number; refresh(): void })
     }),
     breakerState: new Gauge({
       name: "llm_gateway_circuit_breaker_state",
-      help: "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open.",
-      labelNames: ["upstream"] as const,
+      help: "Circuit breaker state per upstream: 1 for the state it is in (closed, half_open, open), 0 for the others.",
+      labelNames: ["upstream", "state"] as const,
       registers: r,
       collect() {
         sample.refresh();
@@ -123,16 +129,6 @@ export function createMetrics(sample: { queueDepth(): number; refresh(): void })
       labelNames: ["reason"] as const,
       registers: r,
     }),
-    cacheHits: new Counter({
-      name: "llm_gateway_cache_hits_total",
-      help: "Cache-aware decisions that routed to the upstream holding the longest prompt prefix.",
-      registers: r,
-    }),
-    cacheMisses: new Counter({
-      name: "llm_gateway_cache_misses_total",
-      help: "Cache-aware decisions without a usable prefix match (or overridden by the load-imbalance guard).",
-      registers: r,
-    }),
     decisions: new Counter({
       name: "llm_gateway_policy_decisions_total",
       help: "Routing decisions by policy and reason (affinity, cache_hit, cache_miss, load_imbalance, ...).",
@@ -141,13 +137,13 @@ export function createMetrics(sample: { queueDepth(): number; refresh(): void })
     }),
     tokens: new Counter({
       name: "llm_gateway_tokens_total",
-      help: "Tokens reported by upstream usage, by model, role and type (prompt, completion, cached).",
+      help: "Tokens reported by upstream usage, by model, role and type: uncached_prompt + cached_prompt = prompt tokens, plus completion; the types sum to the total.",
       labelNames: ["model", "role", "type"] as const,
       registers: r,
     }),
     cost: new Counter({
-      name: "llm_gateway_cost_total",
-      help: "Cost in price-table currency units, by model and role.",
+      name: "llm_gateway_cost_dollars_total",
+      help: "Cost in US dollars (GATEWAY_PRICES are dollars per million tokens), by model and role.",
       labelNames: ["model", "role"] as const,
       registers: r,
     }),
@@ -158,4 +154,9 @@ export function createMetrics(sample: { queueDepth(): number; refresh(): void })
       registers: r,
     }),
   };
+}
+
+/** Sets the breaker gauge of `upstream` to `state`: 1 on that state's series, 0 on the others. */
+export function setBreakerState(m: GatewayMetrics, upstream: string, state: BreakerState): void {
+  for (const s of BREAKER_STATES) m.breakerState.set({ upstream, state: s }, s === state ? 1 : 0);
 }

@@ -1,5 +1,7 @@
+import type { OutgoingHttpHeaders } from "node:http";
 import { Pool } from "undici";
 import { type BreakerOptions, type BreakerState, CircuitBreaker } from "./domain/breaker.ts";
+import { forwardHeaders } from "./http-util.ts";
 
 /** An upstream model endpoint (one SGLang / vLLM / OpenAI-compatible replica). */
 export interface UpstreamConfig {
@@ -33,6 +35,13 @@ export interface UpstreamInfo {
   hasApiKey: boolean;
   /** Models it serves; absent = any. */
   models?: string[];
+}
+
+/** A whole upstream answer read into memory: status, forwardable headers (see `forwardHeaders`) and body. */
+export interface BufferedResponse {
+  status: number;
+  headers: OutgoingHttpHeaders;
+  body: Buffer;
 }
 
 /** Thrown for an invalid upstream (bad URL, duplicate name). `code` is the admin API error code. */
@@ -111,6 +120,28 @@ export class Upstream {
   pathOf(path: string): string {
     const u = this.resolve(path);
     return `${u.pathname}${u.search}`;
+  }
+
+  /**
+   * GET of an origin-relative `path` on the pool, with a deadline of `timeoutMs` (ms) for the whole answer; the
+   * provider key is sent when `withKey`. Used by health checks and `/v1/models`, not by the proxy path.
+   * @returns the answer, or undefined on a connection error or timeout (never rejects).
+   */
+  async get(path: string, withKey: boolean, timeoutMs: number): Promise<BufferedResponse | undefined> {
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (withKey && this.apiKey) headers.authorization = `Bearer ${this.apiKey}`;
+    try {
+      const r = await this.pool.request({
+        method: "GET",
+        path,
+        headers,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      const body = Buffer.from(await r.body.arrayBuffer());
+      return { status: r.statusCode, headers: forwardHeaders(r.headers), body };
+    } catch {
+      return undefined;
+    }
   }
 
   /** Whether it serves `model` (an upstream without a model list serves any; a request without a model goes anywhere). */

@@ -205,10 +205,56 @@ describe("llm-gateway API with the openai SDK in front of 3 sim-llm replicas", (
     const cached = run.cachedTokens as number;
     expect(run.cost).toBeCloseTo(((p - cached) * 1 + cached * 0.1 + c * 3) / 1e6, 12);
     const metrics = await gw.metricsText();
-    expect(
-      sample(metrics, "llm_gateway_tokens_total", 'model="glm-5",role="worker",type="prompt"'),
-    ).toBeGreaterThanOrEqual(p);
-    expect(sample(metrics, "llm_gateway_cost_total", 'model="glm-5",role="worker"')).toBeGreaterThan(0);
+    const tokensOf = (type: string) =>
+      sample(metrics, "llm_gateway_tokens_total", `model="glm-5",role="worker",type="${type}"`);
+    expect(tokensOf("uncached_prompt") + tokensOf("cached_prompt")).toBeGreaterThanOrEqual(p);
+    expect(sample(metrics, "llm_gateway_cost_dollars_total", 'model="glm-5",role="worker"')).toBeGreaterThan(
+      0,
+    );
+  });
+
+  it("follows Prometheus conventions: standard process metrics with a service label, breaker state as a label, cost in dollars, nothing counted twice", async () => {
+    const tokenSum = (text: string) =>
+      ["uncached_prompt", "cached_prompt", "completion"].reduce(
+        (sum, type) =>
+          sum + sample(text, "llm_gateway_tokens_total", `model="glm-5",role="reviewer",type="${type}"`),
+        0,
+      );
+    const before = await gw.metricsText();
+    const client = clientFor(await issue({ runId: "run-conventions", taskId: "t-c", role: "reviewer" }));
+    const history: OpenAI.ChatCompletionMessageParam[] = [
+      { role: "system", content: `You review. ${"Shared review instructions. ".repeat(40)}` },
+      { role: "user", content: "first look" },
+    ];
+    for (let turn = 0; turn < 3; turn++) {
+      const res = await client.chat.completions.create({ model: "glm-5", messages: history });
+      history.push({ role: "assistant", content: res.choices[0]!.message.content ?? "" });
+      history.push({ role: "user", content: `turn ${turn}` });
+    }
+    const text = await gw.metricsText();
+    // Node's default metrics keep their standard names and carry the service label; none is renamed.
+    expect(text).toMatch(/^process_cpu_seconds_total\{service="llm-gateway"\} \d/m);
+    expect(text).toMatch(/^nodejs_eventloop_lag_seconds\{service="llm-gateway"\} /m);
+    expect(text).not.toMatch(/^llm_gateway_(process|nodejs)_/m);
+    // Every series carries the service label.
+    for (const line of text.split("\n").filter((l) => l && !l.startsWith("#")))
+      expect(line, line).toContain('service="llm-gateway"');
+    // The breaker state is a label: per upstream one series per state, exactly one of them 1.
+    for (const upstream of ["r1", "r2", "r3"]) {
+      const states = ["closed", "half_open", "open"].map((state) =>
+        sample(text, "llm_gateway_circuit_breaker_state", `upstream="${upstream}",state="${state}"`),
+      );
+      expect(states).toEqual([1, 0, 0]);
+    }
+    // Cost carries its unit; cache hits are decisions, not a second counter.
+    expect(text).toContain("# TYPE llm_gateway_cost_dollars_total counter");
+    expect(text).not.toMatch(/^# TYPE llm_gateway_cost_total /m);
+    expect(text).not.toMatch(/llm_gateway_cache_(hits|misses)_total/);
+    expect(sample(text, "llm_gateway_policy_decisions_total", 'reason="cache_hit"')).toBeGreaterThan(0);
+    // Token types partition the total: their sum over this run's calls is the run's total, cached included once.
+    const [usage] = await gw.usage("run-conventions");
+    expect(usage!.cachedTokens).toBeGreaterThan(0);
+    expect(tokenSum(text) - tokenSum(before)).toBe(usage!.totalTokens);
   });
 
   it("accounts a service token's calls to the run its header names; task tokens cannot switch runs", async () => {
@@ -344,10 +390,9 @@ describe("llm-gateway API with the openai SDK in front of 3 sim-llm replicas", (
       "llm_gateway_ttft_seconds",
       "llm_gateway_circuit_breaker_state",
       "llm_gateway_active_requests",
-      "llm_gateway_cache_hits_total",
-      "llm_gateway_cache_misses_total",
+      "llm_gateway_policy_decisions_total",
       "llm_gateway_tokens_total",
-      "llm_gateway_cost_total",
+      "llm_gateway_cost_dollars_total",
       "llm_gateway_upstream_healthy",
     ]) {
       expect(text).toContain(`# TYPE ${name} `);
@@ -378,7 +423,9 @@ describe("llm-gateway API with the openai SDK in front of 3 sim-llm replicas", (
       { role: "user", content: `Task 7: ${"details ".repeat(30)}` },
     ];
     const where = new Set<string>();
-    const before = sample(await gw.metricsText(), "llm_gateway_cache_hits_total");
+    const cacheHits = async () =>
+      sample(await gw.metricsText(), "llm_gateway_policy_decisions_total", 'reason="cache_hit"');
+    const before = await cacheHits();
     for (let turn = 0; turn < 5; turn++) {
       const { data, response } = await client.chat.completions
         .create({ model: "glm-5", messages: history })
@@ -388,7 +435,22 @@ describe("llm-gateway API with the openai SDK in front of 3 sim-llm replicas", (
       history.push({ role: "user", content: `next step ${turn}` });
     }
     expect(where.size).toBe(1);
-    expect(sample(await gw.metricsText(), "llm_gateway_cache_hits_total") - before).toBe(4);
+    expect((await cacheHits()) - before).toBe(4);
+  });
+
+  it("answers 404 for every action on an unknown upstream (and the process keeps serving)", async () => {
+    for (const [method, path] of [
+      ["GET", "/admin/upstreams/nope"],
+      ["DELETE", "/admin/upstreams/nope"],
+      ["POST", "/admin/upstreams/nope/drain"],
+      ["POST", "/admin/upstreams/nope/resume"],
+    ] as const) {
+      const res = await admin(method, path);
+      expect(res.status, `${method} ${path}`).toBe(404);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe("unknown_upstream");
+    }
+    await new Promise((r) => setTimeout(r, 20)); // an unhandled rejection would surface here
+    expect((await fetch(gw.url.replace("/v1", "/healthz"))).status).toBe(200);
   });
 
   it("never logs or returns provider keys or tokens (admin listing is secret-free)", async () => {

@@ -29,7 +29,9 @@ describe("provider keys never reach the logs (gateway as a real process, main.ts
         ),
         GATEWAY_ADMIN_TOKEN: ADMIN,
         GATEWAY_PORT: "0",
-        GATEWAY_HEALTH_INTERVAL_MS: "50",
+        // Slow enough that requests reach the killed replica (and log its connection errors) before two failed
+        // checks take it out of rotation: at 50 ms a loaded CI machine's checks got there first.
+        GATEWAY_HEALTH_INTERVAL_MS: "1000",
         GATEWAY_HEALTH_MODE: "models", // health checks send the key too
         LOG_LEVEL: "trace",
         GATEWAY_POLICY: "round_robin", // spread over every replica, the late one included

@@ -7,41 +7,13 @@ import {
   PrefixTree,
   promptKey,
   roundRobinPolicy,
-  SmoothWeightedRoundRobin,
   sessionAffinityPolicy,
 } from "../src/index.ts";
 
 const cands = (...loads: number[]): Candidate[] =>
   loads.map((load, i) => ({ name: `r${i}`, weight: 1, load }));
 
-describe("smooth weighted round robin", () => {
-  it("spreads weights 5/1/1 like nginx", () => {
-    const wrr = new SmoothWeightedRoundRobin();
-    const entries = [
-      { name: "a", weight: 5 },
-      { name: "b", weight: 1 },
-      { name: "c", weight: 1 },
-    ];
-    const seq = Array.from({ length: 7 }, () => wrr.pick(entries));
-    expect(seq).toEqual(["a", "a", "b", "a", "c", "a", "a"]);
-  });
-
-  it("keeps exact proportions over many picks and copes with a changing set", () => {
-    const wrr = new SmoothWeightedRoundRobin();
-    const counts: Record<string, number> = {};
-    const entries = [
-      { name: "a", weight: 3 },
-      { name: "b", weight: 2 },
-    ];
-    for (let i = 0; i < 500; i++) {
-      const n = wrr.pick(entries)!;
-      counts[n] = (counts[n] ?? 0) + 1;
-    }
-    expect(counts).toEqual({ a: 300, b: 200 });
-    expect(wrr.pick([{ name: "c", weight: 1 }])).toBe("c");
-    expect(wrr.pick([])).toBeUndefined();
-  });
-
+describe("round robin", () => {
   it("round-robin policy returns round_robin decisions", () => {
     const p = roundRobinPolicy();
     const names = Array.from({ length: 6 }, () => p.pick(cands(9, 0, 0), {})!.name);

@@ -127,7 +127,8 @@ describe("llm-gateway resilience (real sim-llm replica processes)", () => {
     }
     expect(await r1!.metric("sglang:num_requests_total")).toBe(2); // the circuit opened after 2 failures
     let metrics = await gw.metricsText();
-    expect(sample(metrics, "llm_gateway_circuit_breaker_state", 'upstream="r1"')).toBe(2);
+    expect(sample(metrics, "llm_gateway_circuit_breaker_state", 'upstream="r1",state="open"')).toBe(1);
+    expect(sample(metrics, "llm_gateway_circuit_breaker_state", 'upstream="r1",state="closed"')).toBe(0);
     expect(sample(metrics, "llm_gateway_circuit_breaker_transitions_total", 'upstream="r1",to="open"')).toBe(
       1,
     );
@@ -141,7 +142,8 @@ describe("llm-gateway resilience (real sim-llm replica processes)", () => {
     );
     expect(back).toBe(true);
     metrics = await gw.metricsText();
-    expect(sample(metrics, "llm_gateway_circuit_breaker_state", 'upstream="r1"')).toBe(0);
+    expect(sample(metrics, "llm_gateway_circuit_breaker_state", 'upstream="r1",state="closed"')).toBe(1);
+    expect(sample(metrics, "llm_gateway_circuit_breaker_state", 'upstream="r1",state="open"')).toBe(0);
     const next: string[] = [];
     for (const q of ["a", "b", "c", "d", "e", "f"]) next.push((await served(gw, q)).upstream);
     expect(new Set(next)).toEqual(new Set(["r1", "r2", "r3"])); // r1 takes its share again

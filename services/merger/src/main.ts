@@ -1,11 +1,14 @@
 import { envelopeDecoder, runService } from "@longshot/bus";
-import { stateDir } from "@longshot/config";
+import { instanceStateDir } from "@longshot/config";
 import { Buckets, Consumers, HandoffMessage } from "@longshot/contracts";
-import { createMergeRunner } from "./adapters/merge-runner.ts";
+import { sandboxProviderFromConfig } from "@longshot/sandbox";
+import { createMergeQueue } from "./adapters/merge-queue.ts";
 import type { MergedRecordStore } from "./adapters/merged-records.ts";
-import { createHandoffHandler } from "./handlers/handoff.ts";
+import { createHandoffHandler, createVerifiedPublisher } from "./handlers/handoff.ts";
+import { mergerMetrics } from "./metrics.ts";
 
-runService("merger", async ({ config, log, bus }) => {
+runService("merger", async ({ config, log, bus, metrics }) => {
+  const m = mergerMetrics(metrics);
   const kv = await bus.kv(Buckets.merged);
   const records: MergedRecordStore = {
     get: async (key) => {
@@ -16,17 +19,42 @@ runService("merger", async ({ config, log, bus }) => {
       await kv.put(key, sha);
     },
   };
-  const runner = createMergeRunner({
-    stateDir: stateDir(config),
-    strategy: config.MERGE_STRATEGY,
-    log,
-    records,
-  });
+  // Candidates are verified in sandboxes of the configured provider (agent-written code never runs here).
+  let verify: Parameters<typeof createMergeQueue>[0]["verify"];
+  if (config.MERGE_VERIFY === "on") {
+    const provider = await sandboxProviderFromConfig(config, "merger", log);
+    const reaped = await provider.reap();
+    if (reaped) log.warn({ reaped }, "reaped verification sandboxes left by a previous merger");
+    verify = {
+      provider,
+      overrides: {
+        install: config.SWEEP_INSTALL_CMD,
+        build: config.SWEEP_BUILD_CMD,
+        typecheck: config.SWEEP_TYPECHECK_CMD,
+        test: config.SWEEP_TEST_CMD,
+      },
+      timeoutMs: config.MERGE_VERIFY_TIMEOUT_MS,
+      installNetwork: config.SWEEP_INSTALL_NETWORK === "on",
+    };
+  } else {
+    log.warn("MERGE_VERIFY=off: branches land without running the target's checks first");
+  }
+  const queue = m.queue(
+    createMergeQueue({
+      stateDir: instanceStateDir(config),
+      strategy: config.MERGE_STRATEGY,
+      log,
+      records,
+      verify,
+      depth: config.MERGE_SPECULATION_DEPTH,
+      onVerified: createVerifiedPublisher(bus, log),
+    }),
+  );
   // Pull every waiting handoff so the in-process queue can order them by priority.
   const consumption = await bus.consume(
     Consumers.merger,
     envelopeDecoder(HandoffMessage),
-    createHandoffHandler({ bus, runner }),
+    m.handler(createHandoffHandler({ bus, queue })),
     {
       concurrency: 256,
     },

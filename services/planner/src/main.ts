@@ -1,21 +1,34 @@
+import { hostname } from "node:os";
 import { join } from "node:path";
-import { envelopeDecoder, eventDecoder, runService } from "@longshot/bus";
-import { stateDir } from "@longshot/config";
-import { Consumers, HandoffMessage } from "@longshot/contracts";
+import {
+  createScopeLeases,
+  envelopeDecoder,
+  eventDecoder,
+  instanceId,
+  jsonDecoder,
+  runService,
+} from "@longshot/bus";
+import { instanceStateDir, reasoningFor } from "@longshot/config";
+import { CancelRequest, Consumers, HandoffMessage } from "@longshot/contracts";
 import { createRepoReader } from "@longshot/git";
 import { chatClientFromConfig } from "@longshot/llm";
 import { createRequestHandler, decodeRequest } from "./handlers/request.ts";
+import { plannerMetrics } from "./metrics.ts";
 import { createPlanner } from "./planner.ts";
 
 const promptsDir = new URL("../../../prompts/", import.meta.url).pathname;
 
-runService("planner", async ({ config, log, bus }) => {
-  const llm = chatClientFromConfig(config);
+runService("planner", async ({ config, log, bus, metrics }) => {
+  const m = plannerMetrics(metrics);
+  const llm = chatClientFromConfig(config, {
+    observe: m.llmCall,
+    reasoning: reasoningFor(config, "planner"),
+  });
   const planner = createPlanner({
     bus,
     log,
     llm,
-    repo: createRepoReader(join(stateDir(config), "planner")),
+    repo: createRepoReader(join(instanceStateDir(config), "planner")),
     systemPromptPath: join(promptsDir, "root-planner.md"),
     policy: {
       branchPrefix: config.GIT_BRANCH_PREFIX,
@@ -26,6 +39,11 @@ runService("planner", async ({ config, log, bus }) => {
     },
     replanAfter: config.REPLAN_AFTER_HANDOFFS,
     maxIterations: config.PLANNER_MAX_ITERATIONS,
+    contextTokens: config.PLANNER_CONTEXT_TOKENS,
+    toolRounds: config.PLANNER_TOOL_ROUNDS,
+    metrics: m,
+    leases: createScopeLeases(bus),
+    instance: `planner:${instanceId(hostname(), config.LONGSHOT_INSTANCE)}`,
   });
   const resumed = await planner.resume();
   if (resumed) log.info({ resumed }, "resumed unfinished runs");
@@ -37,6 +55,9 @@ runService("planner", async ({ config, log, bus }) => {
   });
   const consumptions = await Promise.all([
     bus.consume(Consumers.plannerRequests, decodeRequest, onRequest, { concurrency: 4 }),
+    bus.consume(Consumers.plannerCancels, jsonDecoder(CancelRequest), async (req) => {
+      await planner.onCancel(req);
+    }),
     bus.consume(
       Consumers.plannerHandoffs,
       envelopeDecoder(HandoffMessage),
@@ -47,10 +68,24 @@ runService("planner", async ({ config, log, bus }) => {
     ),
     bus.consume(
       Consumers.plannerMerges,
-      eventDecoder("merge.merged", "merge.conflict", "merge.skipped", "merge.failed"),
+      eventDecoder(
+        "merge.merged",
+        "merge.conflict",
+        "merge.skipped",
+        "merge.failed",
+        "merge.rejected",
+        "merge.verified",
+      ),
       async (env) => {
+        // merge.verified is informational: the landing (merge.merged) or rejection decides.
+        if (env.type === "merge.verified") return;
         const d = env.data;
-        const outcome = env.type.slice("merge.".length) as "merged" | "conflict" | "skipped" | "failed";
+        const outcome = env.type.slice("merge.".length) as
+          | "merged"
+          | "conflict"
+          | "skipped"
+          | "failed"
+          | "rejected";
         const detail = "files" in d ? d.files.join(", ") : "reason" in d ? d.reason : "";
         await planner.onMerge(env.runId, {
           taskId: d.taskId,

@@ -1,8 +1,19 @@
 import { readFile } from "node:fs/promises";
-import { type Bus, isKvConflict } from "@longshot/bus";
+import {
+  acquirePlanningLease,
+  type Bus,
+  heldByOther,
+  holdingPlanningLease,
+  KvActor,
+  KvActorExistsError,
+  PLANNING_LEASE_TTL_MS,
+  releaseLease,
+  type ScopeLeases,
+} from "@longshot/bus";
 import {
   type AcceptedRun,
   Buckets,
+  type CancelRequest,
   type EventPayload,
   type Handoff,
   HandoffMessage,
@@ -10,9 +21,10 @@ import {
   taskQueue,
 } from "@longshot/contracts";
 import type { RepoReader } from "@longshot/git";
-import { type ChatClient, refusalStatus } from "@longshot/llm";
+import { type ChatClient, refusalStatus, repoToolSet } from "@longshot/llm";
 import type { Logger } from "@longshot/log";
 import type { KV } from "@nats-io/kv";
+import { fitPrompt, runDigest } from "./domain/context.ts";
 import { followUpMessage, initialMessage, seenState } from "./domain/messages.ts";
 import {
   applyFinalRequest,
@@ -36,6 +48,8 @@ import {
   type Turn,
   tasksToPublish,
 } from "./domain/run.ts";
+import { runCodec } from "./domain/run-codec.ts";
+import type { PlannerMetrics } from "./metrics.ts";
 
 /** Dependencies of the planner core (factory-injected so tests can pass their own). */
 export interface PlannerDeps {
@@ -47,9 +61,47 @@ export interface PlannerDeps {
   policy: RunPolicy;
   replanAfter: number;
   maxIterations: number;
+  /**
+   * Prompt budget of one planner call, in estimated tokens (PLANNER_CONTEXT_TOKENS): older turns are compacted
+   * into a run digest beyond it (see domain/context.ts). Default 64000.
+   */
+  contextTokens?: number;
+  /**
+   * Scope leases (shared with the dispatchers): released when a task's branch lands or is abandoned, and for
+   * every task of a run when it completes. Absent = leases are not used.
+   */
+  leases?: ScopeLeases;
+  /** Counts planning iterations (`longshot_planner_iterations_total`); absent = not counted. */
+  metrics?: Pick<PlannerMetrics, "iteration" | "compaction" | "stateWritten" | "toolCall">;
+  /**
+   * Replies with tool calls the model may make per planning call (PLANNER_TOOL_ROUNDS): it reads the target
+   * repository at the snapshot's commit with read_file, list, grep and git_log (see `repoToolSet` of
+   * @longshot/llm). The tool exchange is not kept in the conversation. Absent or 0 = no tools.
+   */
+  toolRounds?: number;
+  /**
+   * This planner's instance id (see `instanceId` in @longshot/bus): the owner of the runs' planning leases it
+   * takes. Several instances on one cluster must have distinct ids. Default `planner/1`.
+   */
+  instance?: string;
+  /** Planning lease time-to-live, ms (renewed every third of it while planning). Default 60 s. */
+  leaseTtlMs?: number;
 }
 
 const MAX_CONSECUTIVE_ERRORS = 10;
+/** Pause before a failed tick (publish tasks, plan, finalize) is tried again, ms. */
+const TICK_RETRY_MS = 2_000;
+/** Prompt budget of a planner call when PLANNER_CONTEXT_TOKENS is not given, estimated tokens. */
+const DEFAULT_CONTEXT_TOKENS = 64_000;
+
+/** Pause before planning again after the n-th failure in a row (n ≥ 1): min(2 s · 2^(n−1), 30 s), in ms. */
+const backoffMs = (n: number) => Math.min(2000 * 2 ** (n - 1), 30_000);
+
+/** Outcome of {@link Planner.start}. `taken`: the run id belongs to a different request (`run` as stored). */
+export type StartResult =
+  | { status: "started" }
+  | { status: "existing" }
+  | { status: "taken"; run: AcceptedRun };
 
 /**
  * The planner core: one actor per active run. Every state change is serialized per run and persisted to the
@@ -58,66 +110,69 @@ const MAX_CONSECUTIVE_ERRORS = 10;
  */
 export function createPlanner(deps: PlannerDeps) {
   const actors = new Map<string, RunActor>();
+  const me = deps.instance ?? "planner/1";
+  const leaseTtlMs = deps.leaseTtlMs ?? PLANNING_LEASE_TTL_MS;
   let kvP: Promise<KV> | undefined;
   const kv = () => {
     kvP ??= deps.bus.kv(Buckets.runs);
     return kvP;
   };
   let systemPrompt: string | undefined;
+  /** Planning rounds that failed outside their own error handling (e.g. the state could not be written). */
+  let planCrashes = 0;
 
   class RunActor {
-    state: RunState;
-    private chain: Promise<unknown> = Promise.resolve();
+    /** The run's state in KV (header, task records, order, conversation window: see domain/run-codec.ts). */
+    private readonly store: KvActor<RunState>;
     private ticking = false;
     private again = false;
     private planning = false;
     private retryTimer: NodeJS.Timeout | undefined;
     private waitTimer: NodeJS.Timeout | undefined;
+    private crashTimer: NodeJS.Timeout | undefined;
+    private leaseTimer: NodeJS.Timeout | undefined;
+    private tickRetryTimer: NodeJS.Timeout | undefined;
+    /** Set by `dispose()`: no more ticks or retries are scheduled (an in-flight plan may still finish). */
+    private disposed = false;
+    /** Planning rounds of this run in a row that failed outside `plan()`'s own error handling. */
+    private crashes = 0;
     readonly log: Logger;
 
-    /** KV revision of `state` as last read or written (compare-and-set guard). */
-    private revision: number;
+    /** State bytes already counted in the metrics. */
+    private reportedBytes = 0;
 
-    constructor(state: RunState, revision: number) {
-      this.state = state;
-      this.revision = revision;
-      this.log = deps.log.child({ runId: state.run.runId });
+    constructor(store: KvActor<RunState>) {
+      this.store = store;
+      this.log = deps.log.child({ runId: store.state.run.runId });
+    }
+
+    /** The run's state as last persisted. */
+    get state(): RunState {
+      return this.store.state;
+    }
+
+    /** Bytes and writes of this run's state in KV (see KvActor). */
+    get storeStats() {
+      return this.store.stats;
     }
 
     /**
-     * Applies `fn` to the state (serialized) and persists it with compare-and-set on the KV revision. If
-     * another writer changed the run meanwhile (a second planner instance), the state is reloaded and `fn`
-     * applied to it once more; a second conflict throws (the triggering message is then redelivered).
+     * Applies `fn` to the state (serialized) and persists what changed with compare-and-set per key (see
+     * KvActor: a second planner instance's concurrent change is reloaded and `fn` applied once more).
      */
-    mutate(fn: (s: RunState) => RunState): Promise<void> {
-      const p = this.chain.then(async () => {
-        const store = await kv();
-        for (let attempt = 0; ; attempt++) {
-          const next = fn(this.state);
-          if (next === this.state) return;
-          try {
-            this.revision = await store.update(next.run.runId, JSON.stringify(next), this.revision);
-            this.state = next;
-            return;
-          } catch (err) {
-            if (attempt > 0 || !isKvConflict(err)) throw err;
-            const fresh = await store.get(next.run.runId);
-            if (fresh?.operation !== "PUT") throw err;
-            this.log.warn(
-              { revision: this.revision, current: fresh.revision },
-              "run state changed elsewhere; reloaded",
-            );
-            this.state = fresh.json<RunState>();
-            this.revision = fresh.revision;
-          }
-        }
-      });
-      this.chain = p.catch(() => undefined);
-      return p;
+    async mutate(fn: (s: RunState) => RunState): Promise<void> {
+      try {
+        await this.store.mutate(fn);
+      } finally {
+        const written = this.store.stats.bytes - this.reportedBytes;
+        this.reportedBytes = this.store.stats.bytes;
+        if (written > 0) deps.metrics?.stateWritten(written);
+      }
     }
 
     /** Schedules a tick (publish tasks, plan, finalize); coalesces concurrent kicks. */
     kick(): void {
+      if (this.disposed) return;
       if (this.ticking) {
         this.again = true;
         return;
@@ -130,7 +185,14 @@ export function createPlanner(deps: PlannerDeps) {
             await this.tick();
           } while (this.again);
         } catch (err) {
-          this.log.error({ err }, "tick failed");
+          // A KV or publish error (a cluster electing a leader, a timeout under load): tick again after a pause
+          // rather than wait for the run's next message, which may never come.
+          this.log.error({ err }, "tick failed; retrying in 2 s");
+          if (!this.disposed && !this.tickRetryTimer)
+            this.tickRetryTimer = setTimeout(() => {
+              this.tickRetryTimer = undefined;
+              this.kick();
+            }, TICK_RETRY_MS);
         } finally {
           this.ticking = false;
         }
@@ -138,42 +200,60 @@ export function createPlanner(deps: PlannerDeps) {
     }
 
     private async tick(): Promise<void> {
+      // Another planner instance may have applied messages of this run: act on the state as it is in KV.
+      if (!(await this.store.refresh()) || this.state.phase === "completed") {
+        this.dispose();
+        if (actors.get(this.state.run.runId) === this) actors.delete(this.state.run.runId);
+        return;
+      }
       const s = this.state;
-      if (s.phase === "completed") return;
       for (const task of tasksToPublish(s)) {
         const queue = taskQueue(task);
-        await deps.bus.publish(TaskMessage, [queue, s.run.runId], task, {
-          runId: s.run.runId,
-          taskId: task.id,
-          id: `task-${s.run.runId}-${task.id}-${task.attempt}`,
-        });
+        // The event first: a dispatcher can start the task at once, and every reader of EVENTS (the monitor,
+        // the CLI's views) must see an attempt planned before it sees it started.
         await deps.bus.publishEvent(
           "task.planned",
           s.run.runId,
           { task },
           { taskId: task.id, id: `planned-${s.run.runId}-${task.id}-${task.attempt}` },
         );
-        await this.mutate((st) => ({
-          ...st,
-          tasks: {
-            ...st.tasks,
-            [task.id]: {
-              ...st.tasks[task.id]!,
-              published: true,
-              ...(queue === "decompose" ? { decomposed: true } : {}),
+        await deps.bus.publish(TaskMessage, [queue, s.run.runId], task, {
+          runId: s.run.runId,
+          taskId: task.id,
+          id: `task-${s.run.runId}-${task.id}-${task.attempt}`,
+        });
+        // Only this attempt: its handoff may already have replaced the record (a retry not yet published).
+        await this.mutate((st) => {
+          const r = st.tasks[task.id];
+          if (!r || r.published || r.task.attempt !== task.attempt) return st;
+          return {
+            ...st,
+            tasks: {
+              ...st.tasks,
+              [task.id]: { ...r, published: true, ...(queue === "decompose" ? { decomposed: true } : {}) },
             },
-          },
-        }));
+          };
+        });
       }
       if (!this.planning && needsPlan(this.state, deps.replanAfter)) {
+        // One planner plans a run at a time: take the run's planning lease first (compare-and-set in KV).
+        const waitMs = await acquirePlanningLease(this, me, leaseTtlMs);
+        if (waitMs !== undefined) return this.recheckLease(waitMs);
         this.planning = true;
-        void this.plan().finally(() => {
-          this.planning = false;
-          this.kick();
-        });
+        void this.plan().then(
+          () => {
+            this.crashes = 0;
+            this.planning = false;
+            this.kick();
+          },
+          (err: unknown) => this.planCrashed(err),
+        );
         return;
       }
       if (this.planning) return;
+      // Another instance is planning this run: it finalizes once it is done, not us meanwhile.
+      if (heldByOther(this.state.planningLease, me, Date.now()))
+        return this.recheckLease(this.state.planningLease!.expiresAt - Date.now());
       const d = decideFinalize(this.state, Date.now(), deps.policy);
       if (d.kind === "request-sweep") {
         // Publish first (idempotent by id), then persist: a crash in between re-publishes the same request.
@@ -211,12 +291,42 @@ export function createPlanner(deps: PlannerDeps) {
       }
     }
 
+    /** Ticks again when another instance's planning lease may have ended: in `waitMs`, 50 ms to 5 s. */
+    private recheckLease(waitMs: number): void {
+      if (this.disposed || this.leaseTimer) return;
+      this.leaseTimer = setTimeout(
+        () => {
+          this.leaseTimer = undefined;
+          this.kick();
+        },
+        Math.max(50, Math.min(waitMs + 50, 5_000)),
+      );
+    }
+
+    /**
+     * `plan()` handles the model's errors itself; this catches what escapes it (its error handling failed
+     * too, e.g. the state could not be written): logged, counted, and planning tried again after a backoff
+     * instead of an unhandled rejection taking the process down.
+     */
+    private planCrashed(err: unknown): void {
+      this.crashes++;
+      planCrashes++;
+      const delayMs = backoffMs(this.crashes);
+      this.log.error({ err, crashes: this.crashes, delayMs }, "planning failed outside its error handling");
+      if (this.disposed) return;
+      this.crashTimer = setTimeout(() => {
+        this.planning = false;
+        this.kick();
+      }, delayMs);
+    }
+
     async complete(summary: ReturnType<typeof summarize>): Promise<void> {
       // Publish first (idempotent by id), then persist: a crash in between completes the run again.
       await deps.bus.publishEvent("run.completed", this.state.run.runId, summary, {
         id: `run-completed-${this.state.run.runId}`,
       });
       await this.mutate((st) => ({ ...st, phase: "completed", summary }));
+      await releaseLeases(this, this.state.order);
       this.log.info(
         { status: summary.status, merged: summary.merged, durationMs: summary.durationMs },
         "run completed",
@@ -228,6 +338,14 @@ export function createPlanner(deps: PlannerDeps) {
       const s = this.state;
       const reported = new Set(s.pendingReports);
       const handoffsAtStart = s.handoffsSinceReplan;
+      // The planning lease is renewed while the model call runs (a long reasoning call outlives one TTL).
+      await holdingPlanningLease(this, me, () => this.planRound(s, reported, handoffsAtStart), {
+        ttlMs: leaseTtlMs,
+        onRenewError: (err) => this.log.warn({ err }, "planning lease not renewed"),
+      });
+    }
+
+    private async planRound(s: RunState, reported: Set<string>, handoffsAtStart: number): Promise<void> {
       try {
         const snapshot = await deps.repo.snapshot(s.run.repo, s.run.baseBranch);
         systemPrompt ??= await readFile(deps.systemPromptPath, "utf8");
@@ -238,25 +356,60 @@ export function createPlanner(deps: PlannerDeps) {
               ? initialMessage(s, snapshot)
               : followUpMessage(s, snapshot, s.lastSeen ?? { files: [], head: "" }),
         };
-        const history: Turn[] =
+        const window: Turn[] =
           s.conversation.length === 0 ? [{ role: "system", content: systemPrompt }] : s.conversation;
-        const res = await deps.llm.completeJson([...history, user], PlannerOutput, {
-          runId: s.run.runId,
-          taskId: "planner",
-        });
+        const prompt = fitPrompt(window, user, deps.contextTokens ?? DEFAULT_CONTEXT_TOKENS, () =>
+          runDigest(this.state),
+        );
+        if (prompt.dropped > 0) {
+          this.log.info(
+            { dropped: prompt.dropped, tokensBefore: prompt.tokensBefore, tokensAfter: prompt.tokensAfter },
+            "planner conversation compacted",
+          );
+          deps.metrics?.compaction({
+            dropped: prompt.dropped,
+            tokensBefore: prompt.tokensBefore,
+            tokensAfter: prompt.tokensAfter,
+          });
+        }
+        // Read-only repository tools at the snapshot's commit; their exchange is transient (not in `res.added`).
+        const toolRounds = deps.toolRounds ?? 0;
+        const tools =
+          toolRounds > 0
+            ? {
+                tools: repoToolSet(deps.repo.atCommit(s.run.repo, snapshot.head), deps.metrics?.toolCall),
+                maxRounds: toolRounds,
+              }
+            : undefined;
+        const res = await deps.llm.completeJson(
+          prompt.messages,
+          PlannerOutput,
+          { runId: s.run.runId, taskId: "planner" },
+          tools,
+        );
+        const sent = prompt.messages.at(-1)!;
+        // The whole transcript goes to its own store, one key per turn (O(1) bytes per turn); the run state
+        // keeps only the window.
+        await appendTurns(s.run.runId, s.turnCount ?? 0, [
+          ...(s.conversation.length === 0 ? [window[0]!] : []),
+          sent,
+          ...res.added,
+        ]);
         const { tasks, dropped } = buildTasks(this.state, res.value.tasks, {
           branchPrefix: deps.policy.branchPrefix,
         });
         if (dropped.length) this.log.warn({ dropped }, "model repeated existing task ids; dropped");
         await this.mutate((st) => {
-          const turns =
-            st.conversation.length === 0 ? [history[0]!, user, ...res.added] : [user, ...res.added];
-          let next = applyPlan(st, turns, tasks, res.usage.totalTokens);
+          const added = [sent, ...res.added];
+          let next = applyPlan({ ...st, conversation: prompt.window }, added, tasks, res.usage.totalTokens);
           next = {
             ...next,
+            turnCount: (st.turnCount ?? 0) + added.length + (st.conversation.length === 0 ? 1 : 0),
+            compactions: (st.compactions ?? 0) + (prompt.dropped > 0 ? 1 : 0),
             pendingReports: st.pendingReports.filter((id) => !reported.has(id)),
             handoffsSinceReplan: Math.max(0, st.handoffsSinceReplan - handoffsAtStart),
             lastSeen: seenState(snapshot),
+            planningLease: releaseLease(st.planningLease, me),
           };
           if (next.iteration >= deps.maxIterations) next.planningDone = true;
           return next;
@@ -267,12 +420,22 @@ export function createPlanner(deps: PlannerDeps) {
           tokens: res.usage.totalTokens,
           done: this.state.planningDone,
         });
+        deps.metrics?.iteration();
         this.log.info(
-          { iteration: this.state.iteration, newTasks: tasks.length, done: this.state.planningDone },
+          {
+            iteration: this.state.iteration,
+            newTasks: tasks.length,
+            done: this.state.planningDone,
+            toolCalls: res.toolCalls,
+          },
           "planned",
         );
       } catch (err) {
-        await this.mutate((st) => ({ ...st, consecutiveErrors: st.consecutiveErrors + 1 }));
+        await this.mutate((st) => ({
+          ...st,
+          consecutiveErrors: st.consecutiveErrors + 1,
+          planningLease: releaseLease(st.planningLease, me),
+        }));
         const n = this.state.consecutiveErrors;
         this.log.error({ err, consecutiveErrors: n }, "planning failed");
         const refused = refusalStatus(err);
@@ -300,17 +463,40 @@ export function createPlanner(deps: PlannerDeps) {
           return;
         }
         // Backoff min(2 s · 2^(n−1), 30 s) before the next attempt (inventory §1.5).
-        const delay = Math.min(2000 * 2 ** (n - 1), 30_000);
         await new Promise<void>((r) => {
-          this.retryTimer = setTimeout(r, delay);
+          this.retryTimer = setTimeout(r, backoffMs(n));
         });
       }
     }
 
     dispose(): void {
+      this.disposed = true;
       if (this.retryTimer) clearTimeout(this.retryTimer);
       if (this.waitTimer) clearTimeout(this.waitTimer);
+      if (this.crashTimer) clearTimeout(this.crashTimer);
+      if (this.leaseTimer) clearTimeout(this.leaseTimer);
+      if (this.tickRetryTimer) clearTimeout(this.tickRetryTimer);
     }
+  }
+
+  /** Releases the scope leases of `taskIds` of `a`'s run (failures are logged: leases also expire). */
+  async function releaseLeases(a: RunActor, taskIds: readonly string[]): Promise<void> {
+    if (!deps.leases) return;
+    for (const id of taskIds) {
+      const r = a.state.tasks[id];
+      if (!r) continue;
+      await deps.leases
+        .release({ ...r.task, ...(r.resolves ? { resolves: r.resolves } : {}) })
+        .catch((err: unknown) => a.log.warn({ err, taskId: id }, "scope leases not released"));
+    }
+  }
+
+  let turnsP: Promise<KV> | undefined;
+  /** Writes turns `from`, `from+1`, … of run `runId` to the transcript store (key `<runId>.<n>`). */
+  async function appendTurns(runId: string, from: number, turns: readonly Turn[]): Promise<void> {
+    turnsP ??= deps.bus.kv(Buckets.plannerTurns);
+    const store = await turnsP;
+    for (const [i, t] of turns.entries()) await store.put(`${runId}.${from + i}`, JSON.stringify(t));
   }
 
   const loading = new Map<string, Promise<RunActor | undefined>>();
@@ -321,11 +507,9 @@ export function createPlanner(deps: PlannerDeps) {
     let p = loading.get(runId);
     if (!p) {
       p = (async () => {
-        const entry = await (await kv()).get(runId);
-        if (entry?.operation !== "PUT") return undefined;
-        const state = entry.json<RunState>();
-        if (state.phase === "completed") return undefined;
-        const actor = new RunActor(state, entry.revision);
+        const store = await KvActor.load(await kv(), runId, runCodec);
+        if (!store || store.state.phase === "completed") return undefined;
+        const actor = new RunActor(store);
         actors.set(runId, actor);
         return actor;
       })().finally(() => loading.delete(runId));
@@ -340,6 +524,7 @@ export function createPlanner(deps: PlannerDeps) {
       const store = await kv();
       let n = 0;
       for await (const key of await store.keys()) {
+        if (key.includes(".")) continue; // a part of a run's state, not a run
         const a = await actorFor(key);
         if (a) {
           a.kick();
@@ -348,26 +533,51 @@ export function createPlanner(deps: PlannerDeps) {
       }
       return n;
     },
-    /** Whether a run id is already known (accepted earlier). */
-    async known(runId: string): Promise<boolean> {
+    /** The request of run `runId` as accepted earlier (from KV), or undefined when no run has that id. */
+    async acceptedRun(runId: string): Promise<AcceptedRun | undefined> {
       const e = await (await kv()).get(runId);
-      return !!e && e.operation === "PUT";
+      return e?.operation === "PUT" ? e.json<RunState>().run : undefined;
     },
-    /** Starts a new run. Idempotent: for a run id already in KV it only re-announces `run.accepted`. */
-    async start(run: AcceptedRun): Promise<void> {
+    /**
+     * Starts a new run (`started`), creating its state with compare-and-set so one run id is one run. When
+     * the id already names a run: if `sameRequest(stored)` (default: equal fields), the request is a repeat
+     * or a redelivery (perhaps after a crash before `run.accepted` went out) and only its announcements are
+     * published again (`run.accepted`, and `run.completed` of a finished run, both under their original ids);
+     * otherwise nothing is published and the stored run is returned as `taken`.
+     * @throws what the KV write throws, other than "the key exists" (the request is then redelivered).
+     */
+    async start(
+      run: AcceptedRun,
+      sameRequest: (stored: AcceptedRun) => boolean = (stored) =>
+        JSON.stringify(stored) === JSON.stringify(run),
+    ): Promise<StartResult> {
       const store = await kv();
       const state = initialRunState(run, Date.now());
-      let actor: RunActor | undefined;
+      let created: KvActor<RunState> | undefined;
       try {
-        const revision = await store.create(run.runId, JSON.stringify(state));
-        actor = new RunActor(state, revision);
-        actors.set(run.runId, actor);
-      } catch {
-        // Already created: a redelivered request (perhaps after a crash before `run.accepted` went out).
-        actor = await actorFor(run.runId);
+        created = await KvActor.create(store, run.runId, runCodec, state);
+      } catch (err) {
+        if (!(err instanceof KvActorExistsError)) throw err;
       }
-      await deps.bus.publishEvent("run.accepted", run.runId, run, { id: `run-accepted-${run.runId}` });
-      actor?.kick();
+      if (created) {
+        const actor = new RunActor(created);
+        actors.set(run.runId, actor);
+        await deps.bus.publishEvent("run.accepted", run.runId, run, { id: `run-accepted-${run.runId}` });
+        actor.kick();
+        return { status: "started" };
+      }
+      const entry = await store.get(run.runId);
+      if (entry?.operation !== "PUT") throw new Error(`run ${run.runId} exists but its state cannot be read`);
+      const stored = entry.json<RunState>();
+      if (!sameRequest(stored.run)) return { status: "taken", run: stored.run };
+      await deps.bus.publishEvent("run.accepted", run.runId, stored.run, { id: `run-accepted-${run.runId}` });
+      if (stored.phase === "completed" && stored.summary) {
+        await deps.bus.publishEvent("run.completed", run.runId, stored.summary, {
+          id: `run-completed-${run.runId}`,
+        });
+      }
+      (await actorFor(run.runId))?.kick();
+      return { status: "existing" };
     },
     async onHandoff(h: Handoff): Promise<void> {
       const a = await actorFor(h.runId);
@@ -379,6 +589,14 @@ export function createPlanner(deps: PlannerDeps) {
       const a = await actorFor(runId);
       if (!a) return;
       await a.mutate((s) => applyMerge(s, m, deps.policy));
+      // The task's files are free once its work landed or was given up; a conflict hands them to the
+      // conflict-fix task filed for it (which takes the leases over), unless none was filed.
+      const origin = a.state.tasks[m.taskId]?.resolves ?? m.taskId;
+      const carriedOn = a.state.order.some((id) => {
+        const r = a.state.tasks[id]!;
+        return r.resolves === origin && r.merge === undefined && id !== m.taskId;
+      });
+      if (m.outcome !== "conflict" || !carriedOn) await releaseLeases(a, [m.taskId]);
       a.kick();
     },
     async onFixRequest(runId: string, f: EventPayload<"fix.requested">): Promise<void> {
@@ -395,6 +613,33 @@ export function createPlanner(deps: PlannerDeps) {
         return e.requestId ? applyFinalResult(next, e.requestId, next.lastSweep!, Date.now()) : next;
       });
       a.kick();
+    },
+    /**
+     * Cancels a run (`longshot.cancel`): records it in the `longshot-cancelled` bucket (the dispatcher stops the
+     * run's sandboxes and starts none), announces `run.cancelled`, and completes the run with status
+     * `cancelled` and the reason. Idempotent (ids `run-cancelled-<run>`, `run-completed-<run>`); a finished or
+     * unknown run is left alone. Returns whether the run was cancelled now.
+     */
+    async onCancel(req: CancelRequest): Promise<boolean> {
+      const a = await actorFor(req.runId);
+      if (!a) return false;
+      const record = { reason: req.reason, ...(req.by ? { by: req.by } : {}), at: Date.now() };
+      await (await deps.bus.kv(Buckets.cancelled)).put(req.runId, JSON.stringify(record));
+      await deps.bus.publishEvent(
+        "run.cancelled",
+        req.runId,
+        { reason: req.reason, ...(req.by ? { by: req.by } : {}) },
+        { id: `run-cancelled-${req.runId}` },
+      );
+      a.dispose();
+      const summary = summarize(a.state, a.state.lastSweep, Date.now(), req.reason);
+      await a.complete({ ...summary, status: "cancelled" });
+      a.log.warn({ reason: req.reason, by: req.by }, "run cancelled");
+      return true;
+    },
+    /** Counters for operators and tests. `planCrashes`: see `planCrashed`. */
+    stats(): { planCrashes: number } {
+      return { planCrashes };
     },
     stop(): void {
       for (const a of actors.values()) a.dispose();

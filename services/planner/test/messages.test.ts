@@ -243,3 +243,37 @@ describe("followUpMessage deltas of FEATURES.json / DECISIONS.md and merge-queue
     );
   });
 });
+
+describe("followUpMessage after a retried task", () => {
+  const OPTS = { branchPrefix: "worker/" };
+  /** One task `users`; its first attempt ended `failed`, so attempt 2 is filed (on the fallback model). */
+  function afterFailedFirstAttempt(): RunState {
+    let s = initialRunState(RUN, 0);
+    s = applyPlan(s, [], buildTasks(s, [{ id: "users", description: "build users" }], OPTS).tasks, 0);
+    const failed = { ...handoff(s, "users", "failed", "tests would not compile"), concerns: ["tsc errors"] };
+    return applyHandoffWith(s, failed, { ...POLICY, fallbackModel: "glm-4.5-air" });
+  }
+
+  it("given attempt 2 was filed but has no handoff yet, then the replan message reports attempt 1 and that attempt 2 is not finished", () => {
+    const s = afterFailedFirstAttempt();
+    expect(s.tasks.users!.task.attempt).toBe(2);
+    expect(s.tasks.users!.handoff).toBeUndefined();
+    expect(s.pendingReports).toEqual(["users"]);
+
+    const reports = sectionOf(followUpMessage(s, snapshot(), { files: [], head: "" }), "New handoffs");
+    expect(reports).toContain(
+      "### users — attempt 1 failed, retried as attempt 2 on glm-4.5-air\ntests would not compile\nConcerns: tsc errors\nAttempt 2: not finished yet.",
+    );
+  });
+
+  it("given attempt 2's handoff arrived before the replan, then the task is reported once, with both attempts", () => {
+    let s = afterFailedFirstAttempt();
+    s = applyHandoff(s, handoff(s, "users", "complete", "users done on the second try"));
+    expect(s.pendingReports).toEqual(["users", "users"]);
+
+    const reports = sectionOf(followUpMessage(s, snapshot(), { files: [], head: "" }), "New handoffs");
+    expect(reports.match(/### users/g)).toHaveLength(1);
+    expect(reports).toContain("### users — attempt 1 failed, retried as attempt 2 on glm-4.5-air");
+    expect(reports).toContain("Attempt 2: complete, merge pending\nusers done on the second try");
+  });
+});

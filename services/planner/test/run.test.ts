@@ -20,6 +20,7 @@ import {
   type SweepRecord,
   summarize,
   tasksToPublish,
+  unmergedWork,
 } from "../src/domain/run.ts";
 
 const T0 = 1_700_000_000_000;
@@ -486,11 +487,52 @@ describe("conflict-fix tasks", () => {
     expect(summarize(s, GREEN, T0)).toMatchObject({ status: "green", conflicts: 1, conflictFixTasks: 1 });
   });
 
-  it("given a conflict-fix task conflicts itself, then no further conflict-fix task is filed", () => {
+  it("given a conflict-fix task conflicts itself, then a successor starts from its branch, up to 3 in a row", () => {
     let s = plan(fresh(), raws(1));
     s = applyMerge(applyHandoff(s, handoff(s, "t1")), "t1", "conflict", "src/app.ts");
     s = applyMerge(applyHandoff(publish(s, "t1-cf"), handoff(s, "t1-cf")), "t1-cf", "conflict", "src/app.ts");
-    expect(s.order.filter((id) => s.tasks[id]!.task.kind === "conflict-fix")).toEqual(["t1-cf"]);
+    const cf2 = s.tasks["t1-cf2"]!;
+    expect(cf2.resolves).toBe("t1");
+    expect(cf2.task).toMatchObject({
+      kind: "conflict-fix",
+      priority: 1,
+      conflictBranch: s.tasks["t1-cf"]!.task.branch,
+    });
+    expect(cf2.task.description).toContain("conflicted again");
+    // The work is listed once, under the original, while its newest resolution runs.
+    expect(unmergedWork(s)).toEqual([
+      { taskId: "t1", carrier: "t1-cf", reason: "conflict: src/app.ts (t1-cf); t1-cf2 not finished" },
+    ]);
+    s = applyMerge(
+      applyHandoff(publish(s, "t1-cf2"), handoff(s, "t1-cf2")),
+      "t1-cf2",
+      "conflict",
+      "src/app.ts",
+    );
+    s = applyMerge(
+      applyHandoff(publish(s, "t1-cf3"), handoff(s, "t1-cf3")),
+      "t1-cf3",
+      "conflict",
+      "src/app.ts",
+    );
+    expect(s.order.filter((id) => s.tasks[id]!.task.kind === "conflict-fix")).toEqual([
+      "t1-cf",
+      "t1-cf2",
+      "t1-cf3",
+    ]);
+    expect(summarize(s, GREEN, T0).unmerged).toEqual([
+      { taskId: "t1", reason: "conflict: src/app.ts (t1-cf3)" },
+    ]);
+  });
+
+  it("given the newest resolution lands, then the original is landed and nothing is listed unmerged", () => {
+    let s = plan(fresh(), raws(1));
+    s = applyMerge(applyHandoff(s, handoff(s, "t1")), "t1", "conflict", "src/app.ts");
+    s = applyMerge(applyHandoff(publish(s, "t1-cf"), handoff(s, "t1-cf")), "t1-cf", "conflict", "src/app.ts");
+    s = finish(publish(s, "t1-cf2"), ["t1-cf2"], "complete", "merged");
+    expect(s.tasks.t1!.resolvedBy).toBe("t1-cf2");
+    expect(unmergedWork(s)).toEqual([]);
+    expect(summarize(s, GREEN, T0).status).toBe("green");
   });
 
   it("given the per-run budget is spent, then conflicts file no more conflict-fix tasks", () => {

@@ -1,14 +1,17 @@
 import { readFile } from "node:fs/promises";
 import { eventDecoder, runService } from "@longshot/bus";
-import { llmEndpoints } from "@longshot/config";
+import { llmEndpoints, reasoningFor } from "@longshot/config";
 import { Consumers, runIdOfEventSubject, Subjects } from "@longshot/contracts";
 import { chatClientFromConfig } from "@longshot/llm";
-import { remoteHead, sweep } from "./adapters/sweep.ts";
+import { sandboxProviderFromConfig } from "@longshot/sandbox";
+import { createHeadReader, createSweeper } from "./adapters/sweep.ts";
+import { reconcilerMetrics } from "./metrics.ts";
 import { createReconciler } from "./reconciler.ts";
 
 const promptPath = new URL("../../../prompts/reconciler.md", import.meta.url).pathname;
 
-runService("reconciler", async ({ config, log, bus }) => {
+runService("reconciler", async ({ config, log, bus, metrics }) => {
+  const m = reconcilerMetrics(metrics);
   const overrides = {
     install: config.SWEEP_INSTALL_CMD,
     build: config.SWEEP_BUILD_CMD,
@@ -16,15 +19,29 @@ runService("reconciler", async ({ config, log, bus }) => {
     test: config.SWEEP_TEST_CMD,
   };
   const endpoints = llmEndpoints(config);
+  // Checks of agent-written code run in sandboxes of the configured provider, never on this host.
+  const provider = await sandboxProviderFromConfig(config, "reconciler", log);
+  const reaped = await provider.reap();
+  if (reaped) log.warn({ reaped }, "reaped sweep sandboxes left by a previous reconciler");
   const reconciler = createReconciler({
     bus,
     log,
-    sweep: (repo, baseBranch) => sweep(repo, baseBranch, overrides, config.SWEEP_TIMEOUT_MS),
-    headOf: remoteHead,
+    sweep: m.sweeper(
+      createSweeper({
+        provider,
+        overrides,
+        timeoutMs: config.SWEEP_TIMEOUT_MS,
+        installNetwork: config.SWEEP_INSTALL_NETWORK === "on",
+      }),
+    ),
+    headOf: createHeadReader(provider),
     ...(endpoints.length
       ? {
           llm: {
-            client: chatClientFromConfig(config),
+            client: chatClientFromConfig(config, {
+              observe: m.llmCall,
+              reasoning: reasoningFor(config, "reconciler"),
+            }),
             systemPrompt: await readFile(promptPath, "utf8"),
           },
         }
@@ -47,7 +64,12 @@ runService("reconciler", async ({ config, log, bus }) => {
     bus.consume(
       Consumers.reconcilerMerges,
       eventDecoder("merge.merged"),
-      (env) => reconciler.request(env.runId, env.data.repo, env.data.baseBranch, undefined),
+      async (env) => {
+        // A landing the merge queue verified is watched by the timer; any other one is swept now.
+        if (env.data.verified)
+          reconciler.verifiedLanding(env.runId, env.data.repo, env.data.baseBranch, env.data.sha);
+        else await reconciler.request(env.runId, env.data.repo, env.data.baseBranch, undefined);
+      },
       {
         concurrency: 16,
       },

@@ -1,9 +1,18 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
+import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { makeRepo } from "@longshot/testkit";
+import { createMirrors } from "@longshot/git";
+import { createLogger } from "@longshot/log";
+import {
+  type CheckOverrides,
+  createLocalBackend,
+  createSandboxProvider,
+  type SandboxProvider,
+} from "@longshot/sandbox";
+import { makeRepo, waitFor } from "@longshot/testkit";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { checkEnv, type SweepResult, sweep } from "../src/adapters/sweep.ts";
+import { createSweeper, type SweepResult } from "../src/adapters/sweep.ts";
 
 const TIMEOUT_MS = 120_000;
 
@@ -25,12 +34,29 @@ const testFile = (expected: number) =>
 
 const check = (r: SweepResult, name: string) => r.checks.find((c) => c.name === name);
 
+/** A shell command that exits 0 when a TCP connection to the host's loopback `port` succeeds, else 1. */
+const connect = (port: number) =>
+  `node -e 'require("net").connect(${port}, "127.0.0.1").on("connect", () => process.exit(0)).on("error", () => process.exit(1))'`;
+
+// Sweeps through the real local (bubblewrap) provider: the checks run in a sandbox on a checkout of the swept
+// sha, never on the host.
 describe("sweep", () => {
   let root: string;
-  /** A private os.tmpdir() for this file, so leftover scratch clones can be counted without racing other files. */
-  let scratchTmp: string;
-  const savedTmp = process.env.TMPDIR;
+  /** Where this file's sandboxes live, so leftovers can be counted without racing other files. */
+  let sandboxes: string;
+  let provider: SandboxProvider;
+  let tcp: Server;
+  let tcpPort: number;
   let n = 0;
+  const log = createLogger({ service: "sweep-test", level: process.env.LOG_LEVEL ?? "silent" });
+
+  const sweep = (
+    repo: string,
+    base: string,
+    overrides: CheckOverrides,
+    timeoutMs: number,
+    installNetwork = false,
+  ) => createSweeper({ provider, overrides, timeoutMs, installNetwork })(repo, base);
 
   /** A new target repository with `files` committed on `main`; returns its path and head. */
   async function repo(files: Record<string, string>): Promise<{ path: string; head: string }> {
@@ -38,24 +64,32 @@ describe("sweep", () => {
     return { path, head: await makeRepo(path, files) };
   }
 
-  const leftovers = async () => (await readdir(scratchTmp)).filter((e) => e.startsWith("longshot-sweep-"));
+  const leftovers = async () => (await readdir(sandboxes)).filter((e) => e.startsWith("longshot-sandbox-"));
 
   beforeAll(async () => {
     root = await mkdtemp(join(tmpdir(), "longshot-sweep-test-"));
-    scratchTmp = await mkdtemp(join(tmpdir(), "longshot-sweep-tmp-"));
-    process.env.TMPDIR = scratchTmp;
+    await chmod(root, 0o711);
+    sandboxes = join(root, "sandboxes");
+    await mkdir(sandboxes, { mode: 0o711 });
+    provider = createSandboxProvider({
+      backend: createLocalBackend({ isolation: "bwrap", tmpRoot: sandboxes, log }),
+      mirrors: createMirrors(join(root, "mirrors")),
+      log,
+      limits: { memoryMb: 1024, pidsMax: 256 },
+    });
+    tcp = createServer((s) => s.destroy());
+    await new Promise<void>((r) => tcp.listen(0, "127.0.0.1", r));
+    tcpPort = (tcp.address() as { port: number }).port;
   });
 
   afterEach(async () => {
-    // The scratch clone is removed after every sweep, whatever its outcome.
-    expect(await leftovers()).toEqual([]);
+    // The sandbox is removed after every sweep, whatever its outcome.
+    await waitFor(async () => (await leftovers()).length === 0, 10_000);
   });
 
   afterAll(async () => {
-    if (savedTmp === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = savedTmp;
+    await new Promise<void>((r) => tcp.close(() => r()));
     await rm(root, { recursive: true, force: true });
-    await rm(scratchTmp, { recursive: true, force: true });
   });
 
   it("given a repo whose npm test passes, then green with an ok test check and an ok conflict-marker check", async () => {
@@ -83,7 +117,7 @@ describe("sweep", () => {
     expect(check(r, "conflict-markers")?.ok).toBe(true);
   });
 
-  it("given the sweep itself runs under a node test runner (NODE_TEST_CONTEXT set), then the target's tests still run", async () => {
+  it("given the reconciler itself runs under a node test runner (NODE_TEST_CONTEXT set), then the target's tests still run", async () => {
     const { path } = await repo({ "package.json": PACKAGE_JSON, "test/a.test.ts": testFile(3) });
     process.env.NODE_TEST_CONTEXT = "child-v8";
     try {
@@ -126,7 +160,7 @@ describe("sweep", () => {
     expect(t.durationMs).toBeLessThan(10_000);
   });
 
-  it("given secrets and NATS access in the environment, then checks do not see them", async () => {
+  it("given secrets and NATS access in the environment, then checks see neither, nor the network", async () => {
     const { path } = await repo({ "README.md": "# env\n" });
     const saved = { LLM_API_KEY: process.env.LLM_API_KEY, NATS_URL: process.env.NATS_URL };
     process.env.LLM_API_KEY = "sk-should-not-leak";
@@ -135,7 +169,9 @@ describe("sweep", () => {
       const r = await sweep(
         path,
         "main",
-        { test: 'test -z "$LLM_API_KEY" && test -z "$NATS_URL" && test "$CI" = true' },
+        {
+          test: `test -z "$LLM_API_KEY" && test -z "$NATS_URL" && test "$CI" = true && ! ${connect(tcpPort)}`,
+        },
         TIMEOUT_MS,
       );
       expect(check(r, "test")).toMatchObject({ ok: true, exitCode: 0 });
@@ -146,12 +182,29 @@ describe("sweep", () => {
         else process.env[k] = v;
       }
     }
-    expect(
-      Object.keys(checkEnv({ PATH: "/bin", GH_TOKEN: "t", NATS_CREDS: "c", NODE_TEST_CONTEXT: "x" })),
-    ).toEqual(["PATH", "CI"]);
   });
 
-  it("given a branch that does not exist, then sweep rejects and still removes its scratch clone", async () => {
+  it("given an install that needs the network, then it gets it only where allowed, and tests never do", async () => {
+    const { path } = await repo({
+      "package.json": JSON.stringify({ name: "net", private: true, dependencies: { x: "1.0.0" } }),
+    });
+    const probe = connect(tcpPort);
+    const overrides = { install: probe, test: `! ${probe}` };
+    const allowed = await sweep(path, "main", overrides, TIMEOUT_MS, true);
+    expect(allowed.checks.map((c) => [c.name, c.ok])).toEqual([
+      ["install", true],
+      ["test", true],
+      ["conflict-markers", true],
+    ]);
+    const denied = await sweep(path, "main", overrides, TIMEOUT_MS, false);
+    // A failing install ends the checks.
+    expect(denied.checks.map((c) => [c.name, c.ok])).toEqual([
+      ["install", false],
+      ["conflict-markers", true],
+    ]);
+  });
+
+  it("given a branch that does not exist, then sweep rejects and leaves no sandbox", async () => {
     const { path } = await repo({ "README.md": "# x\n" });
     await expect(sweep(path, "no-such-branch", {}, TIMEOUT_MS)).rejects.toThrow();
   });

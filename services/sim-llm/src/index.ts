@@ -62,6 +62,7 @@ export {
 export {
   createSimLlmHandler,
   MAX_BODY_BYTES,
+  type RequestRecord,
   type SimLlm,
   SimLlmConfigError,
   type SimLlmHandlerOptions,

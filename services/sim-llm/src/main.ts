@@ -1,5 +1,6 @@
 /**
- * sim-llm CLI: `node services/sim-llm/src/main.ts --script <file> [--port N] [--host H] [--api-key K] [--verbose]`,
+ * sim-llm CLI: `node services/sim-llm/src/main.ts --script <file> [--port N] [--host H] [--api-key K] [--verbose]
+ * [--record <file>]`,
  * plus replica mode (`--replica` and the replica flags, see USAGE / README; the script is then optional).
  * Env fallbacks: SIM_SCRIPT, SIM_PORT, SIM_HOST, SIM_API_KEY. Prints `sim-llm listening on <url>` to stdout
  * once listening; exits 0 on SIGTERM/SIGINT, 2 on bad arguments or a bad script, 1 when it cannot listen.
@@ -9,7 +10,7 @@ import type { ReplicaOptions } from "./replica.ts";
 import { ScriptLoadError, ScriptValidationError } from "./script.ts";
 import { startSimLlm } from "./server.ts";
 
-const USAGE = `usage: node services/sim-llm/src/main.ts --script <file> [--port N] [--host H] [--api-key K] [--verbose]
+const USAGE = `usage: node services/sim-llm/src/main.ts --script <file> [--port N] [--host H] [--api-key K] [--verbose] [--record <file>]
   replica mode (SGLang stand-in; --script becomes optional, a synthetic reply is used without it):
   --replica [--name S] [--model ID] [--reply-tokens N] [--ttft-ms N] [--tps N] [--prefill-tps N]
   [--max-running N] [--max-queue N] [--cache-tokens N] [--cache-block-chars N] [--seed N]
@@ -52,6 +53,7 @@ function parse() {
       port: { type: "string" },
       host: { type: "string" },
       "api-key": { type: "string" },
+      record: { type: "string" },
       verbose: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
       replica: { type: "boolean", default: false },
@@ -138,6 +140,7 @@ try {
     host,
     verbose: values.verbose,
     ...(apiKey ? { apiKey } : {}),
+    ...(values.record ? { recordPath: values.record } : {}),
   });
 } catch (err) {
   if (err instanceof ScriptLoadError || err instanceof ScriptValidationError) fail(err.message, 2);

@@ -67,6 +67,8 @@ export interface CompletionPlan {
   usage: Usage;
   /** Wait before answering (ms). */
   delayMs: number;
+  /** Then hold the answer until this path exists (the turn's `waitForFile`). */
+  waitForFile?: string;
   stream: boolean;
   /** Emit a final usage chunk (`choices: []`) on a stream. */
   includeUsage: boolean;
@@ -291,6 +293,7 @@ export function respond(script: Script, request: ChatRequest, options: RespondOp
       prompt_tokens_details: { cached_tokens: 0 },
     },
     delayMs,
+    ...(turn.waitForFile !== undefined ? { waitForFile: turn.waitForFile } : {}),
     stream,
     includeUsage: stream && request.stream_options?.include_usage === true,
   };

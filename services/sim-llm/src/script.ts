@@ -49,6 +49,11 @@ const TurnSchema = z
     toolCalls: z.array(ToolCallSchema).min(1).optional(),
     /** Wait this long (ms) before answering. */
     delayMs: z.int().min(0).optional(),
+    /**
+     * After `delayMs`, hold the answer until this path exists on sim-llm's host (polled every 50 ms): a test
+     * orders a model reply after an event it observed elsewhere (e.g. another task's branch landing).
+     */
+    waitForFile: z.string().min(1).optional(),
     /** Answer with this HTTP error instead of a completion (fault injection). */
     error: TurnErrorSchema.optional(),
   })

@@ -1,11 +1,19 @@
 import { randomBytes } from "node:crypto";
+import { appendFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { completionObject, errorBody, type ResponseMeta, streamEvents } from "./openai-format.ts";
 import { type FaultOptions, Replica, type ReplicaOptions } from "./replica.ts";
-import { type CompletionPlan, type ErrorPlan, errorPlan, parseChatRequest, respond } from "./respond.ts";
+import {
+  type ChatRequest,
+  type CompletionPlan,
+  type ErrorPlan,
+  errorPlan,
+  parseChatRequest,
+  respond,
+} from "./respond.ts";
 import { loadScript, parseScript, type Script, type ScriptInput } from "./script.ts";
-import { sleep, write } from "./stream-io.ts";
+import { sleep, waitForFile, write } from "./stream-io.ts";
 
 /** Largest accepted request body (bytes). */
 export const MAX_BODY_BYTES = 64 * 1024 * 1024;
@@ -19,6 +27,19 @@ export interface SimLlmHandlerOptions {
   log?: (line: string) => void;
   /** Serve completions as this SGLang replica (prefix cache, running limit, faults); adds `/metrics` and `/sim/faults`. */
   replica?: Replica;
+  /**
+   * Sees every valid chat-completions request before it is answered (tests: what did the model receive?), with
+   * the conversation and turn it was matched to (absent when none matched).
+   */
+  onRequest?: (record: RequestRecord) => void;
+}
+
+/** One chat-completions request as sim-llm received it (see `onRequest`, `--record`). */
+export interface RequestRecord {
+  conversation?: string;
+  turnIndex?: number;
+  /** The request body as parsed (messages, tools, tool_choice, … as sent). */
+  request: ChatRequest;
 }
 
 /** Options of {@link startSimLlm}: exactly one of `script` / `scriptPath`. */
@@ -46,6 +67,13 @@ export interface StartSimLlmOptions {
   syntheticReplyTokens?: number;
   /** Replica mode without a script: the model id served. Default "sim-1". */
   model?: string;
+  /** See {@link SimLlmHandlerOptions.onRequest}. */
+  onRequest?: (record: RequestRecord) => void;
+  /**
+   * Append every chat-completions request to this file as one JSON line ({@link RequestRecord}), written before
+   * the answer is sent (the CLI's `--record`).
+   */
+  recordPath?: string;
 }
 
 /** A running sim-llm server. */
@@ -127,7 +155,7 @@ function authorized(req: IncomingMessage, apiKey: string | undefined): boolean {
 export function createSimLlmHandler(
   options: SimLlmHandlerOptions,
 ): (req: IncomingMessage, res: ServerResponse) => Promise<void> {
-  const { script, apiKey, log, replica } = options;
+  const { script, apiKey, log, replica, onRequest } = options;
   return async (req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const method = req.method ?? "GET";
@@ -224,10 +252,21 @@ export function createSimLlmHandler(
         ? `status=${plan.status} ${plan.error.code}`
         : `status=200 finish=${plan.finishReason}${plan.toolCalls.length > 0 ? ` tools=${plan.toolCalls.map((t) => t.name).join(",")}` : ""}`;
     logLine(`${where} stream=${plan.stream} ${outcome}`);
+    onRequest?.({
+      ...(plan.conversation !== undefined ? { conversation: plan.conversation } : {}),
+      ...(plan.turnIndex !== undefined ? { turnIndex: plan.turnIndex } : {}),
+      request: parsed.request,
+    });
 
     const abort = new AbortController();
     res.on("close", () => abort.abort());
     if (!(await sleep(plan.delayMs, abort.signal))) return;
+    if (
+      plan.kind === "completion" &&
+      plan.waitForFile &&
+      !(await waitForFile(plan.waitForFile, abort.signal))
+    )
+      return;
     if (plan.kind === "error") {
       sendError(res, plan);
       return;
@@ -277,11 +316,20 @@ export async function startSimLlm(options: StartSimLlmOptions): Promise<SimLlm> 
   const host = options.host ?? "127.0.0.1";
   const log =
     options.log ?? (options.verbose ? (line: string) => process.stderr.write(`${line}\n`) : undefined);
+  const { recordPath, onRequest } = options;
+  const record =
+    recordPath === undefined
+      ? onRequest
+      : (r: RequestRecord) => {
+          appendFileSync(recordPath, `${JSON.stringify(r)}\n`);
+          onRequest?.(r);
+        };
   const handler = createSimLlmHandler({
     script,
     ...(options.apiKey ? { apiKey: options.apiKey } : {}),
     log,
     ...(replica ? { replica } : {}),
+    ...(record ? { onRequest: record } : {}),
   });
   const server: Server = createServer((req, res) => {
     handler(req, res).catch((err: unknown) => {

@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import type { ServerResponse } from "node:http";
 import { setTimeout as sleepTimer } from "node:timers/promises";
 
@@ -10,6 +11,12 @@ export async function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** Polls every 50 ms until `path` exists; false when `signal` aborts first. */
+export async function waitForFile(path: string, signal: AbortSignal): Promise<boolean> {
+  while (!existsSync(path)) if (!(await sleep(50, signal))) return false;
+  return !signal.aborted;
 }
 
 /** Writes `data`, waiting for `drain` under backpressure (or `close` when the client disconnects). */

@@ -58,7 +58,9 @@ describe("sim-llm as an SGLang replica", () => {
 
   it("queues beyond maxRunningRequests and refuses beyond maxQueuedRequests", async () => {
     const { client, sim } = await replica({
-      replica: { maxRunningRequests: 1, maxQueuedRequests: 1, ttftMs: 0, tokensPerSecond: 400 },
+      // 40 tokens at 20 tok/s: the first request runs 2 s, so the queue is still full when the third arrives,
+      // also on a loaded machine (at 400 tok/s a CI run saw it finish first and the third request served).
+      replica: { maxRunningRequests: 1, maxQueuedRequests: 1, ttftMs: 0, tokensPerSecond: 20 },
       syntheticReplyTokens: 40,
     });
     const req = () =>

@@ -1,13 +1,13 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import OpenAI, { APIError, AuthenticationError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ScriptInput, type SimLlm, startSimLlm } from "../src/index.ts";
+import { type RequestRecord, type ScriptInput, type SimLlm, startSimLlm } from "../src/index.ts";
 
 const WRITE_ARGS = {
   path: "src/users.ts",
@@ -47,9 +47,10 @@ const script: ScriptInput = {
 let sim: SimLlm;
 let client: OpenAI;
 const lines: string[] = [];
+const records: RequestRecord[] = [];
 
 beforeAll(async () => {
-  sim = await startSimLlm({ script, log: (l) => lines.push(l) });
+  sim = await startSimLlm({ script, log: (l) => lines.push(l), onRequest: (r) => records.push(r) });
   client = new OpenAI({ baseURL: sim.url, apiKey: "anything", maxRetries: 0 });
 });
 afterAll(async () => {
@@ -195,6 +196,49 @@ describe("sim-llm over HTTP with the openai SDK", () => {
     if (tc.type === "function") expect(JSON.parse(tc.function.arguments)).toEqual(WRITE_ARGS);
   });
 
+  it("answers a non-streaming tool exchange turn by turn and records each request with its tool results", async () => {
+    const messages: OpenAI.ChatCompletionMessageParam[] = [
+      { role: "system", content: "You are a worker" },
+      { role: "user", content: "non-streaming tool exchange" },
+    ];
+    const tools: OpenAI.ChatCompletionTool[] = [
+      { type: "function", function: { name: "write", parameters: { type: "object" } } },
+    ];
+    const before = records.length;
+    const first = await client.chat.completions.create({ model: "sim-1", messages, tools });
+    const reply = first.choices[0]!.message;
+    expect(reply.content).toBeNull();
+    expect(reply.tool_calls!.map((t) => (t.type === "function" ? t.function.name : t.type))).toEqual([
+      "write",
+      "bash",
+    ]);
+    const results = reply.tool_calls!.map((t, i) => ({
+      role: "tool" as const,
+      tool_call_id: t.id,
+      content: `result ${i}`,
+    }));
+    const second = await client.chat.completions.create({
+      model: "sim-1",
+      messages: [...messages, reply as OpenAI.ChatCompletionMessageParam, ...results],
+      tools,
+      tool_choice: "none",
+    });
+    expect(second.choices[0]!.finish_reason).toBe("stop");
+    expect(second.choices[0]!.message.content).toBe("Done.");
+    // What the model received, as sent: the second request carries the assistant's calls and both results.
+    const seen = records.slice(before);
+    expect(seen.map((r) => [r.conversation, r.turnIndex])).toEqual([
+      ["worker", 0],
+      ["worker", 1],
+    ]);
+    const sent = seen[1]!.request as unknown as { messages: Record<string, unknown>[]; tool_choice: string };
+    expect(sent.tool_choice).toBe("none");
+    expect(sent.messages.filter((m) => m.role === "tool")).toEqual([
+      { role: "tool", tool_call_id: reply.tool_calls![0]!.id, content: "result 0" },
+      { role: "tool", tool_call_id: reply.tool_calls![1]!.id, content: "result 1" },
+    ]);
+  });
+
   it("lists the model", async () => {
     const page = await client.models.list();
     expect(page.data.map((m) => ({ id: m.id, object: m.object, owned_by: m.owned_by }))).toEqual([
@@ -297,6 +341,31 @@ describe("sim-llm options", () => {
     }
   });
 
+  it("holds a waitForFile turn until the file exists", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "sim-gate-"));
+    const gate = join(dir, "go");
+    const gated = await startSimLlm({
+      script: { conversations: [{ name: "gated", turns: [{ content: "released", waitForFile: gate }] }] },
+    });
+    try {
+      const c = new OpenAI({ baseURL: gated.url, apiKey: "k", maxRetries: 0 });
+      let answered = false;
+      const reply = c.chat.completions
+        .create({ model: "sim-1", messages: [{ role: "user", content: "go" }] })
+        .then((r) => {
+          answered = true;
+          return r;
+        });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(answered).toBe(false);
+      await writeFile(gate, "");
+      expect((await reply).choices[0]!.message.content).toBe("released");
+    } finally {
+      await gated.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it("closes while a client is mid-stream", async () => {
     const slow = await startSimLlm({
       script: {
@@ -333,7 +402,8 @@ describe("sim-llm CLI", () => {
   it("prints the listening URL, serves, logs with --verbose and exits 0 on SIGTERM", async () => {
     const path = join(dir, "script.json");
     await writeFile(path, JSON.stringify(script));
-    const child = spawn(process.execPath, [main, "--port", "0", "--verbose"], {
+    const recordPath = join(dir, "requests.jsonl");
+    const child = spawn(process.execPath, [main, "--port", "0", "--verbose", "--record", recordPath], {
       env: { ...process.env, SIM_SCRIPT: path },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -357,6 +427,18 @@ describe("sim-llm CLI", () => {
       const [code] = (await exited) as [number | null];
       expect(code).toBe(0);
       expect(stderr).toContain('conversation="greeter" turn=0 stream=false');
+      // --record: one JSON line per request, as received.
+      const recorded = (await readFile(recordPath, "utf8"))
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l));
+      expect(recorded).toEqual([
+        {
+          conversation: "greeter",
+          turnIndex: 0,
+          request: { model: "sim-1", messages: [{ role: "user", content: "say hello" }] },
+        },
+      ]);
     } finally {
       if (child.exitCode === null) child.kill("SIGKILL");
     }

@@ -1,23 +1,30 @@
+import { hostname } from "node:os";
 import { join } from "node:path";
-import { envelopeDecoder, eventDecoder, runService } from "@longshot/bus";
-import { stateDir } from "@longshot/config";
+import { envelopeDecoder, eventDecoder, instanceId, runService } from "@longshot/bus";
+import { instanceStateDir, reasoningFor } from "@longshot/config";
 import { Consumers, HandoffMessage, TaskMessage } from "@longshot/contracts";
 import { chatClientFromConfig } from "@longshot/llm";
+import { llmCallMetrics } from "@longshot/metrics";
 import { createRepoReader } from "./adapters/repo.ts";
 import type { MergeOutcome } from "./domain/decomposition.ts";
 import { createSubplanner } from "./subplanner.ts";
 
 const promptsDir = new URL("../../../prompts/", import.meta.url).pathname;
 
-runService("subplanner", async ({ config, log, bus }) => {
-  const llm = chatClientFromConfig(config);
+runService("subplanner", async ({ config, log, bus, metrics }) => {
+  const llm = chatClientFromConfig(config, {
+    observe: llmCallMetrics(metrics),
+    reasoning: reasoningFor(config, "subplanner"),
+  });
   const subplanner = createSubplanner({
     bus,
     log,
     llm,
-    repo: createRepoReader(stateDir(config)),
+    repo: createRepoReader(instanceStateDir(config)),
     systemPromptPath: join(promptsDir, "subplanner.md"),
     branchPrefix: config.GIT_BRANCH_PREFIX,
+    toolRounds: config.PLANNER_TOOL_ROUNDS,
+    instance: `subplanner:${instanceId(hostname(), config.LONGSHOT_INSTANCE)}`,
   });
   const resumed = await subplanner.resume();
   if (resumed) log.info({ resumed }, "resumed unfinished decompositions");
@@ -33,12 +40,24 @@ runService("subplanner", async ({ config, log, bus }) => {
     ),
     bus.consume(
       Consumers.subplannerMerges,
-      eventDecoder("merge.merged", "merge.conflict", "merge.skipped", "merge.failed"),
-      (env) => {
+      eventDecoder(
+        "merge.merged",
+        "merge.conflict",
+        "merge.skipped",
+        "merge.failed",
+        "merge.rejected",
+        "merge.verified",
+      ),
+      async (env) => {
+        // merge.verified is informational; a subtask the merge queue rejected did not land: it failed.
+        if (env.type === "merge.verified") return;
         const d = env.data;
-        const outcome = env.type.slice("merge.".length) as MergeOutcome;
+        const outcome = (
+          env.type === "merge.rejected" ? "failed" : env.type.slice("merge.".length)
+        ) as MergeOutcome;
         const detail = "files" in d ? d.files.join(", ") : "reason" in d ? d.reason : "";
-        return subplanner.onMerge(env.runId, d.taskId, d.attempt, outcome, detail);
+        const parentId = "parentId" in d ? d.parentId : undefined;
+        return subplanner.onMerge(env.runId, d.taskId, d.attempt, outcome, detail, parentId);
       },
       { concurrency: 8 },
     ),

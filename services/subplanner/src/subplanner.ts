@@ -1,6 +1,14 @@
 import { readFile } from "node:fs/promises";
-import type { Bus } from "@longshot/bus";
-import { RetryableError } from "@longshot/bus";
+import {
+  acquirePlanningLease,
+  type Bus,
+  holdingPlanningLease,
+  KvActor,
+  KvActorExistsError,
+  RetryableError,
+  releaseLease,
+  wholeState,
+} from "@longshot/bus";
 import {
   Buckets,
   type Handoff,
@@ -9,7 +17,7 @@ import {
   TaskMessage,
   taskQueue,
 } from "@longshot/contracts";
-import { type ChatClient, refusalStatus } from "@longshot/llm";
+import { type ChatClient, refusalStatus, repoToolSet } from "@longshot/llm";
 import type { Logger } from "@longshot/log";
 import type { KV } from "@nats-io/kv";
 import type { RepoReader } from "./adapters/repo.ts";
@@ -42,7 +50,7 @@ export interface SubplannerDeps {
   bus: Bus;
   log: Logger;
   llm: Pick<ChatClient, "completeJson">;
-  repo: Pick<RepoReader, "snapshot">;
+  repo: Pick<RepoReader, "snapshot" | "atCommit">;
   systemPromptPath: string;
   /** GIT_BRANCH_PREFIX, e.g. `worker/`. */
   branchPrefix: string;
@@ -54,6 +62,17 @@ export interface SubplannerDeps {
   maxConsecutiveErrors?: number;
   /** Clock in epoch ms (default `Date.now`). */
   now?: () => number;
+  /**
+   * Replies with tool calls the model may make per decomposition call (PLANNER_TOOL_ROUNDS): read_file, list, grep
+   * and git_log at the snapshot's commit (`repoToolSet` of @longshot/llm); the exchange is not kept in the
+   * conversation. Absent or 0 = no tools.
+   */
+  toolRounds?: number;
+  /**
+   * This subplanner's instance id (see `instanceId` in @longshot/bus): the owner of the planning leases it takes.
+   * Several instances on one cluster must have distinct ids. Default `subplanner/1`.
+   */
+  instance?: string;
 }
 
 /** Fixed delay before a failed actor step (a publish or KV write) is tried again, ms. */
@@ -71,6 +90,7 @@ export function createSubplanner(deps: SubplannerDeps) {
   const maxSubtasks = deps.maxSubtasks ?? MAX_SUBTASKS_PER_BATCH;
   const maxErrors = deps.maxConsecutiveErrors ?? MAX_CONSECUTIVE_ERRORS;
   const now = deps.now ?? Date.now;
+  const me = deps.instance ?? "subplanner/1";
   const actors = new Map<string, Decomposition>();
   const loading = new Map<string, Promise<Decomposition | undefined>>();
   /** `<runId>.<subtaskId>` → decomposition key, for merge events (which carry only the task id). */
@@ -82,38 +102,41 @@ export function createSubplanner(deps: SubplannerDeps) {
     return kvP;
   };
   let systemPrompt: string | undefined;
+  const codec = wholeState<DecompositionState>();
 
   class Decomposition {
-    state: DecompositionState;
+    /** The decomposition's state in KV (one value, compare-and-set: see KvActor of @longshot/bus). */
+    readonly store: KvActor<DecompositionState>;
     readonly key: string;
     readonly log: Logger;
-    private chain: Promise<unknown> = Promise.resolve();
     private ticking = false;
     private again = false;
     private timer: NodeJS.Timeout | undefined;
 
-    constructor(state: DecompositionState) {
-      this.state = state;
+    constructor(store: KvActor<DecompositionState>) {
+      this.store = store;
+      const state = store.state;
       this.key = decompositionKey(state.parent.runId, state.parent.id);
       this.log = deps.log.child({ runId: state.parent.runId, parentId: state.parent.id });
       this.index();
+    }
+
+    /** The decomposition as last persisted. */
+    get state(): DecompositionState {
+      return this.store.state;
     }
 
     private index(): void {
       for (const id of this.state.order) subIndex.set(`${this.state.parent.runId}.${id}`, this.key);
     }
 
-    /** Applies `fn` to the state (serialized per decomposition) and persists the result before resolving. */
-    mutate(fn: (s: DecompositionState) => DecompositionState): Promise<void> {
-      const p = this.chain.then(async () => {
-        const next = fn(this.state);
-        if (next === this.state) return;
-        await (await kv()).put(this.key, JSON.stringify(next));
-        this.state = next;
-        this.index();
-      });
-      this.chain = p.catch(() => undefined);
-      return p;
+    /**
+     * Applies `fn` to the state (serialized per decomposition) and persists the result with compare-and-set
+     * before resolving (a concurrent writer's change is reloaded and `fn` applied once more).
+     */
+    async mutate(fn: (s: DecompositionState) => DecompositionState): Promise<void> {
+      await this.store.mutate(fn);
+      this.index();
     }
 
     /** Schedules the actor loop; concurrent kicks coalesce into one more pass. */
@@ -147,6 +170,11 @@ export function createSubplanner(deps: SubplannerDeps) {
 
     private async tick(): Promise<void> {
       while (!stopped) {
+        // Another instance may have applied messages of this decomposition: act on the state in KV.
+        if (!(await this.store.refresh())) {
+          retire(this);
+          return;
+        }
         const s = this.state;
         const step = decideNext(s, maxRounds);
         switch (step.kind) {
@@ -165,23 +193,32 @@ export function createSubplanner(deps: SubplannerDeps) {
           case "idle":
             retire(this);
             return;
-          case "plan":
+          case "plan": {
+            // One instance calls the model for a decomposition at a time: take its planning lease first.
+            const waitMs = await acquirePlanningLease(this, me);
+            if (waitMs !== undefined) {
+              // Look again when it may have ended (the holder ticks on after its call).
+              this.sleep(waitMs).then(() => this.kick());
+              return;
+            }
             await this.plan();
             break;
+          }
           case "publish-subtasks":
             for (const sub of step.tasks) {
               const queue = taskQueue(sub);
-              await deps.bus.publish(TaskMessage, [queue, sub.runId], sub, {
-                runId: sub.runId,
-                taskId: sub.id,
-                id: `task-${sub.runId}-${sub.id}-${sub.attempt}`,
-              });
+              // The event first, so readers of EVENTS see the subtask planned before it started.
               await deps.bus.publishEvent(
                 "task.planned",
                 sub.runId,
                 { task: sub },
                 { taskId: sub.id, id: `planned-${sub.runId}-${sub.id}-${sub.attempt}` },
               );
+              await deps.bus.publish(TaskMessage, [queue, sub.runId], sub, {
+                runId: sub.runId,
+                taskId: sub.id,
+                id: `task-${sub.runId}-${sub.id}-${sub.attempt}`,
+              });
               await this.mutate((st) => markPublished(st, sub.id));
               this.log.info({ taskId: sub.id, queue, scope: sub.scope }, "subtask published");
             }
@@ -239,8 +276,17 @@ export function createSubplanner(deps: SubplannerDeps) {
       }
     }
 
-    /** One model call (first decomposition or follow-up). Failures are recorded and backed off, not thrown. */
-    private async plan(): Promise<void> {
+    /**
+     * One model call (first decomposition or follow-up), holding the planning lease (renewed every third of its
+     * TTL). Failures are recorded and backed off, not thrown.
+     */
+    private plan(): Promise<void> {
+      return holdingPlanningLease(this, me, () => this.planCall(), {
+        onRenewError: (err) => this.log.warn({ err }, "planning lease not renewed"),
+      });
+    }
+
+    private async planCall(): Promise<void> {
       const s = this.state;
       try {
         const snapshot = await deps.repo.snapshot(s.parent.repo, s.parent.baseBranch);
@@ -253,10 +299,17 @@ export function createSubplanner(deps: SubplannerDeps) {
             : followUpMessage(s, snapshot, maxRounds, maxSubtasks),
         };
         const history: Turn[] = first ? [{ role: "system", content: systemPrompt }] : s.conversation;
-        const res = await deps.llm.completeJson([...history, user], SubplannerOutput, {
-          runId: s.parent.runId,
-          taskId: `${s.parent.id}.subplanner`,
-        });
+        const toolRounds = deps.toolRounds ?? 0;
+        const tools =
+          toolRounds > 0
+            ? { tools: repoToolSet(deps.repo.atCommit(s.parent.repo, snapshot.head)), maxRounds: toolRounds }
+            : undefined;
+        const res = await deps.llm.completeJson(
+          [...history, user],
+          SubplannerOutput,
+          { runId: s.parent.runId, taskId: `${s.parent.id}.subplanner` },
+          tools,
+        );
         const { tasks, dropped } = buildSubtasks(s.parent, res.value.tasks, {
           branchPrefix: deps.branchPrefix,
           lastIndex: s.lastIndex,
@@ -264,16 +317,27 @@ export function createSubplanner(deps: SubplannerDeps) {
         });
         if (dropped.length) this.log.warn({ dropped }, "model subtasks dropped");
         const turns = first ? [history[0]!, user, ...res.added] : [user, ...res.added];
-        await this.mutate((st) => applyBatch(st, turns, tasks, res.usage.totalTokens, snapshot.head));
+        await this.mutate((st) => ({
+          ...applyBatch(st, turns, tasks, res.usage.totalTokens, snapshot.head),
+          planningLease: releaseLease(st.planningLease, me),
+        }));
         this.log.info(
-          { round: this.state.round, subtasks: tasks.length, phase: this.state.phase },
+          {
+            round: this.state.round,
+            subtasks: tasks.length,
+            phase: this.state.phase,
+            toolCalls: res.toolCalls,
+          },
           "planned",
         );
       } catch (err) {
         const reason = (err as Error).message;
         // A refusal retrying cannot fix (bad key, no access, unknown model) gives up at once.
         const limit = refusalStatus(err) === undefined ? maxErrors : 1;
-        await this.mutate((st) => applyModelFailure(st, reason, limit));
+        await this.mutate((st) => ({
+          ...applyModelFailure(st, reason, limit),
+          planningLease: releaseLease(st.planningLease, me),
+        }));
         const n = this.state.consecutiveErrors;
         this.log.error({ err, consecutiveErrors: n }, "decomposition model call failed");
         // Backoff min(2 s · 2^(n−1), 30 s) before the next attempt (inventory §1.6), unless it gave up.
@@ -299,13 +363,11 @@ export function createSubplanner(deps: SubplannerDeps) {
   const unfinished = (s: DecompositionState) => s.phase === "active" || !s.outPublished;
 
   async function load(key: string): Promise<Decomposition | undefined> {
-    const entry = await (await kv()).get(key);
-    if (entry?.operation !== "PUT") return undefined;
-    const state = entry.json<DecompositionState>();
-    if (!unfinished(state)) return undefined;
+    const store = await KvActor.load(await kv(), key, codec);
+    if (!store || !unfinished(store.state)) return undefined;
     const existing = actors.get(key);
     if (existing) return existing;
-    const a = new Decomposition(state);
+    const a = new Decomposition(store);
     actors.set(key, a);
     return a;
   }
@@ -346,8 +408,9 @@ export function createSubplanner(deps: SubplannerDeps) {
     async onParent(task: Task): Promise<void> {
       const key = decompositionKey(task.runId, task.id);
       const store = await kv();
-      const entry = await store.get(key);
-      const existing = entry?.operation === "PUT" ? entry.json<DecompositionState>() : undefined;
+      const old = actors.get(key);
+      const loaded = old?.store ?? (await KvActor.load(store, key, codec));
+      const existing = loaded?.state;
       const decision = decideParent(existing, task);
       if (decision === "ignore") {
         deps.log.debug({ runId: task.runId, taskId: task.id, attempt: task.attempt }, "parent already known");
@@ -363,27 +426,28 @@ export function createSubplanner(deps: SubplannerDeps) {
               `scope ${task.scope.length} files at depth ${task.depth}`,
               lastIndex,
             );
+      let kva: KvActor<DecompositionState>;
       if (decision === "start") {
         try {
-          await store.create(key, JSON.stringify(state));
+          kva = await KvActor.create(store, key, codec, state);
         } catch (err) {
-          const again = await store.get(key);
-          if (again?.operation === "PUT") return; // created concurrently: a redelivery
+          if (err instanceof KvActorExistsError) return; // created concurrently: a redelivery
           throw err;
         }
       } else {
+        // A new attempt of the parent replaces its decomposition (compare-and-set on what was read).
+        kva = loaded!;
         try {
-          await store.update(key, JSON.stringify(state), entry!.revision);
+          await kva.mutate(() => state);
         } catch (err) {
           throw new RetryableError(`decomposition ${key} changed concurrently`, { cause: err });
         }
-        const old = actors.get(key);
         if (old) {
           old.dispose();
           retire(old);
         }
       }
-      const a = new Decomposition(state);
+      const a = new Decomposition(kva);
       actors.set(key, a);
       a.log.info(
         { attempt: task.attempt, scope: task.scope.length, phase: state.phase },
@@ -402,15 +466,20 @@ export function createSubplanner(deps: SubplannerDeps) {
       a.kick();
     },
 
-    /** A `merge.*` event: recorded when `taskId` is a subtask of a live decomposition, ignored otherwise. */
+    /**
+     * A `merge.*` event: recorded when `taskId` is a subtask of a live decomposition, ignored otherwise. The
+     * decomposition is `parentId`'s when the event names it (found in KV by any instance), else the one this
+     * instance indexed the subtask under.
+     */
     async onMerge(
       runId: string,
       taskId: string,
       attempt: number,
       outcome: MergeOutcome,
       detail: string,
+      parentId?: string,
     ): Promise<void> {
-      const key = subIndex.get(`${runId}.${taskId}`);
+      const key = parentId ? decompositionKey(runId, parentId) : subIndex.get(`${runId}.${taskId}`);
       if (!key) return;
       const a = await actorFor(key);
       if (!a) return;

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Bus, connectBus } from "@longshot/bus";
 import {
@@ -26,6 +26,22 @@ const batch = (scratchpad: string, tasks: unknown[]) => ({ content: JSON.stringi
 const script = {
   model: "sim-sub",
   conversations: [
+    {
+      name: "subplanner looks first",
+      match: { system: "You are a subplanner", user: "/LOOK-FIRST/" },
+      after: "error",
+      turns: [
+        {
+          toolCalls: [
+            { name: "read_file", arguments: { path: "src/a.ts" } },
+            { name: "list", arguments: { path: "src" } },
+            { name: "read_file", arguments: { path: "../../../etc/passwd" } },
+            { name: "git_log", arguments: { path: "--output=/tmp/longshot-owned", n: 5 } },
+          ],
+        },
+        batch("src/a.ts is one comment; nothing to split", []),
+      ],
+    },
     {
       name: "subplanner atomic",
       match: { system: "You are a subplanner", user: "/ATOMIC/" },
@@ -156,6 +172,8 @@ let bus: Bus;
 let sim: Proc;
 let simUrl: string;
 let repo: string;
+/** sim-llm's --record file: every model request as received. */
+let recordPath: string;
 let tasks: Inbox<Task>;
 let handoffs: Inbox<Handoff>;
 const procs: Proc[] = [];
@@ -293,7 +311,19 @@ beforeAll(async () => {
   });
   const scriptPath = join(dir.path, "script.json");
   await writeFile(scriptPath, JSON.stringify(script));
-  sim = spawnNode([join(ROOT, "services/sim-llm/src/main.ts"), "--script", scriptPath, "--port", "0"], {});
+  recordPath = join(dir.path, "requests.jsonl");
+  sim = spawnNode(
+    [
+      join(ROOT, "services/sim-llm/src/main.ts"),
+      "--script",
+      scriptPath,
+      "--port",
+      "0",
+      "--record",
+      recordPath,
+    ],
+    {},
+  );
   procs.push(sim);
   simUrl = (await printed(sim, /sim-llm listening on (http\S+)/))[1]!;
   nats = await startTestNats();
@@ -373,6 +403,35 @@ describe("subplanner (real nats-server, sim-llm and subplanner processes)", () =
     await waitFor(async () => (await decomposition("run-atomic"))?.outPublished);
     expect((await decomposition("run-atomic"))?.phase).toBe("atomic");
     expect(aggregatesOf("run-atomic")).toHaveLength(0);
+    await stopProc(sub);
+  });
+
+  it("lets the model read the repository first (hostile arguments get errors), keeping the exchange out of its conversation", async () => {
+    const sub = await startSubplanner();
+    const parent = parentTask("run-look", "LOOK-FIRST: see whether this splits");
+    await publishParent(parent);
+    const out = await tasks.next((e) => e.runId === "run-look");
+    expect(out.data).toEqual(parent);
+    type Sent = { role: string; content?: string | null };
+    const recorded = (await readFile(recordPath, "utf8"))
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { conversation: string; request: { messages: Sent[] } })
+      .filter((r) => r.conversation === "subplanner looks first");
+    expect(recorded).toHaveLength(2);
+    const results = recorded[1]!.request.messages.filter((m) => m.role === "tool").map((m) => m.content);
+    expect(results).toEqual([
+      "src/a.ts (lines 1-1 of 1):\n1\t// src/a.ts",
+      "src:\na.ts (12 bytes)\nb.ts (12 bytes)\nc.ts (12 bytes)\nd.ts (12 bytes)",
+      expect.stringMatching(/^error: invalid arguments for read_file: path: must not contain '\.\.'/),
+      expect.stringMatching(/^error: invalid arguments for git_log: path: must not start with '-'/),
+    ]);
+    await quiescent();
+    await waitFor(async () => (await decomposition("run-look"))?.outPublished);
+    const state = (await decomposition("run-look"))!;
+    expect(state.phase).toBe("atomic");
+    expect(state.conversation.map((t) => t.role)).toEqual(["system", "user", "assistant"]);
+    expect(sub.output()).toMatch(/"runId":"run-look"[^\n]*"toolCalls":4[^\n]*"msg":"planned"/);
     await stopProc(sub);
   });
 

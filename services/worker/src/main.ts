@@ -1,8 +1,10 @@
 // The worker: runs one task inside a sandbox and reports on stdout (NDJSON WorkerLines).
-// Usage: node services/worker/src/main.ts <input.json>   (WorkerInput; model key in env LONGSHOT_LLM_API_KEY)
+// Usage: node services/worker/src/main.ts <input.json>   (WorkerInput; model calls relayed over stdin/stdout)
 import { readFile } from "node:fs/promises";
 import { Task, WorkerInput, type WorkerLine } from "@longshot/contracts";
-import { headSha } from "@longshot/git";
+import { checkoutNewBranch, headSha } from "@longshot/git";
+import { prepareConflictFix } from "./adapters/conflict.ts";
+import { startModelRelay } from "./adapters/model-relay.ts";
 import { finalizeRepo, readRebaseState, rebaseInProgress } from "./adapters/repo.ts";
 import {
   type AgentOutcome,
@@ -16,16 +18,12 @@ import {
 import { applyModelOverride } from "./domain/input.ts";
 import { buildTaskPrompt, type RebaseState } from "./domain/prompt.ts";
 import { createCommandHarness } from "./harness/command.ts";
-import { createPiHarness } from "./harness/pi.ts";
 import type { Harness } from "./harness/types.ts";
 
 process.title = "longshot-worker";
 
 // ==== Config ====
-// The key is read once and removed from the environment so that no child process (the agent's bash tool,
-// a command harness) can see it.
-const API_KEY = process.env.LONGSHOT_LLM_API_KEY ?? "";
-delete process.env.LONGSHOT_LLM_API_KEY;
+// The sandbox holds no model key: model calls go through the relay (stdout → provider → model endpoint).
 const WORKER_COMMAND = process.env.WORKER_COMMAND;
 // Commit identity for the agent's own `git commit` (not a secret; never written to git config).
 process.env.GIT_AUTHOR_NAME ??= process.env.GIT_COMMIT_NAME || "Longshot";
@@ -50,13 +48,32 @@ function emit(line: WorkerLine): Promise<void> {
 /** Concern of a conflict-fix attempt whose agent stopped with the rebase still in progress. */
 const REBASE_NOT_COMPLETED = "rebase not completed";
 
+/**
+ * Puts the clone on `task.branch`: a new branch at `origin/<baseBranch>`, or for conflict-fix tasks
+ * `origin/<conflictBranch>` mid-rebase onto the base (see prepareConflictFix). Throws when that fails.
+ */
+async function setupBranch(task: Task, repoDir: string): Promise<void> {
+  if (task.conflictBranch !== undefined) await prepareConflictFix(repoDir, task);
+  else await checkoutNewBranch(repoDir, task.branch, `refs/remotes/origin/${task.baseBranch}`);
+}
+
 async function run(rawInput: WorkerInput, startedAt: number): Promise<void> {
   // task.model (e.g. the fallback model of a retry) overrides the dispatcher's model here, and only here.
   const input = applyModelOverride(rawInput);
   const { task, repoDir } = input;
   const conflictFix = task.conflictBranch !== undefined;
+  try {
+    await setupBranch(task, repoDir);
+  } catch (err) {
+    await emitCrash(task, `sandbox setup failed: ${errorText(err)}`, startedAt);
+    return;
+  }
+  const relay = await startModelRelay(emit, process.stdin);
+  // The Pi SDK is loaded only when it runs: importing it costs ~1.7 CPU-s per sandbox, the command harness 0.15.
   const harness: Harness =
-    input.harness === "command" ? createCommandHarness(WORKER_COMMAND) : createPiHarness({ apiKey: API_KEY });
+    input.harness === "command"
+      ? createCommandHarness(WORKER_COMMAND, relay.baseUrl)
+      : (await import("./harness/pi.ts")).createPiHarness({ baseUrl: relay.baseUrl });
   const startSha = await headSha(repoDir);
   const rebase: RebaseState | undefined = conflictFix ? await readRebaseState(repoDir) : undefined;
   await emit({
@@ -92,6 +109,7 @@ async function run(rawInput: WorkerInput, startedAt: number): Promise<void> {
     agent = { ...emptyAgentOutcome(), stopReason: "error", errorMessage: errorText(err) };
   } finally {
     clearTimeout(timer);
+    await relay.close();
   }
   await emit({
     kind: "progress",
@@ -116,6 +134,7 @@ async function run(rawInput: WorkerInput, startedAt: number): Promise<void> {
       ...(conflictFix ? { diffFrom: `refs/remotes/origin/${task.baseBranch}` } : {}),
       branch: task.branch,
       baseBranch: task.baseBranch,
+      bundlePath: input.bundlePath,
       commitMessage: `${task.id}: ${summaryLine(parsed, agent.finalText)}`,
     });
     if (finalized.conflictMarkers.length > 0) {
@@ -124,7 +143,7 @@ async function run(rawInput: WorkerInput, startedAt: number): Promise<void> {
     repo = finalized;
   }
   if (repo.head)
-    await emit({ kind: "progress", message: `pushed ${task.branch} at ${repo.head.slice(0, 12)}` });
+    await emit({ kind: "progress", message: `bundled ${task.branch} at ${repo.head.slice(0, 12)}` });
 
   const handoff = buildHandoff({
     task,

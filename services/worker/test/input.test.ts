@@ -18,14 +18,15 @@ const input = WorkerInput.parse({
   }),
   repoDir: "/tmp/clone",
   systemPromptPath: "/tmp/worker.md",
-  llm: { baseUrl: "http://127.0.0.1:1/v1", model: "primary", maxTokens: 4096 },
+  llm: { model: "primary", maxTokens: 4096 },
   timeoutMs: 60_000,
+  bundlePath: "/tmp/out/branch.bundle",
 });
 
 describe("applyModelOverride", () => {
   it("given a task with a model, then that model replaces the dispatcher's and the rest is kept", () => {
     const out = applyModelOverride({ ...input, task: { ...input.task, model: "fallback" } });
-    expect(out.llm).toEqual({ baseUrl: "http://127.0.0.1:1/v1", model: "fallback", maxTokens: 4096 });
+    expect(out.llm).toEqual({ model: "fallback", maxTokens: 4096 });
     expect(out.task.model).toBe("fallback");
     expect(input.llm.model).toBe("primary");
   });

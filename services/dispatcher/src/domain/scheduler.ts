@@ -6,6 +6,11 @@ export interface SchedulableTask {
   id: string;
   priority: number;
   scope: readonly string[];
+  /**
+   * `conflict-fix` tasks are scheduled exclusively by scope whatever the policy: two resolutions of the same
+   * files running at once would conflict with each other again.
+   */
+  kind?: string;
 }
 
 interface Waiter {
@@ -26,7 +31,8 @@ const overlaps = (a: Set<string>, b: Set<string>) => {
  * granted by priority (1 first) then arrival. Under the `exclusive` scope policy a task also waits while
  * its scope overlaps a running task's scope; a lower-priority task may pass a blocked one only if it
  * overlaps neither running scopes nor the scope of any more urgent waiter (so the urgent one is not
- * starved). Inventory §3.1 item 13: the original dispatched FIFO and only warned about overlaps.
+ * starved). Under `advisory` only conflict-fix tasks wait for overlapping running tasks. Inventory §3.1
+ * item 13: the original dispatched FIFO and only warned about overlaps.
  */
 export class Scheduler {
   readonly capacity: number;
@@ -85,15 +91,16 @@ export class Scheduler {
     const blocked: Set<string>[] = [];
     for (let i = 0; i < this.waiters.length && this.running.size < this.capacity; ) {
       const w = this.waiters[i]!;
+      const exclusive = this.policy === "exclusive" || w.task.kind === "conflict-fix";
       const free =
-        this.policy === "advisory" ||
+        !exclusive ||
         (![...this.running.values()].some((r) => overlaps(w.files, r)) &&
           !blocked.some((b) => overlaps(w.files, b)));
       if (free) {
         this.waiters.splice(i, 1);
         w.grant();
       } else {
-        blocked.push(w.files);
+        if (this.policy === "exclusive") blocked.push(w.files);
         i++;
       }
     }

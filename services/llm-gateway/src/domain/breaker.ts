@@ -111,8 +111,3 @@ export class CircuitBreaker {
     return this.failures;
   }
 }
-
-/** Numeric value of a breaker state for the `llm_gateway_circuit_breaker_state` gauge: 0 closed, 1 half-open, 2 open. */
-export function breakerStateValue(state: BreakerState): number {
-  return state === "closed" ? 0 : state === "half_open" ? 1 : 2;
-}

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { RunId } from "@longshot/contracts";
 
 /** Prices of one model in currency units (e.g. USD) per million tokens. */
 export interface ModelPrice {
@@ -54,6 +55,18 @@ export interface Grant {
   anyRun?: boolean | undefined;
   /** When the token stops working (epoch ms); absent = until revoked. */
   expiresAt?: number | undefined;
+}
+
+/**
+ * The grant one request is accounted to, given its token's grant and its `x-longshot-run-id` header: a service
+ * token's (`anyRun`) request naming a run is accounted to, and budgeted as, that run with the token's role (no
+ * task); every other request (a task token, no header) to the token's own grant.
+ * @returns undefined when a service token's header is not a valid run id (the gateway answers 400).
+ */
+export function requestGrant(token: Grant, runHeader: string | string[] | undefined): Grant | undefined {
+  if (!token.anyRun || typeof runHeader !== "string" || runHeader === "") return token;
+  if (!RunId.safeParse(runHeader).success) return undefined;
+  return { runId: runHeader, ...(token.role !== undefined ? { role: token.role } : {}) };
 }
 
 /** Accumulated usage of one scope. */

@@ -1,5 +1,7 @@
+import { SmoothWeightedRoundRobin } from "@longshot/llm/wrr";
+import type { Grant } from "./ledger.ts";
 import { PrefixTree, type PrefixTreeOptions } from "./prefix-tree.ts";
-import { SmoothWeightedRoundRobin } from "./wrr.ts";
+import type { ChatBodyView } from "./prompt.ts";
 
 /** An upstream the router may pick: its name, weight (> 0) and current load (requests in flight). */
 export interface Candidate {
@@ -15,6 +17,22 @@ export interface RouteInput {
   affinityKey?: string | undefined;
   /** Prompt text used for prefix matching (see `promptKey`). Empty/undefined disables cache-aware matching. */
   prefixText?: string | undefined;
+}
+
+/**
+ * What the policy sees of a request: the affinity key `<run>/<task>` (the task from the `x-longshot-task-id`
+ * header, else the token's task; none without either) and the prompt text for prefix matching.
+ */
+export function routeInput(
+  grant: Grant,
+  taskHeader: string | string[] | undefined,
+  view: ChatBodyView,
+): RouteInput {
+  const taskKey = typeof taskHeader === "string" && taskHeader !== "" ? taskHeader : grant.taskId;
+  return {
+    affinityKey: taskKey === undefined ? undefined : `${grant.runId}/${taskKey}`,
+    prefixText: view.prefixText,
+  };
 }
 
 /** Why a policy picked an upstream (the `reason` label of `llm_gateway_policy_decisions_total`). */

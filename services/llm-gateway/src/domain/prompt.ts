@@ -71,3 +71,23 @@ export function viewChatBody(body: unknown): ChatBodyView | undefined {
     prefixText: promptKey(b.messages, b.tools),
   };
 }
+
+/**
+ * The body to send upstream for a request whose parsed body is `parsed` (an object, see {@link viewChatBody}) and
+ * raw bytes `raw`. A stream that did not ask for `stream_options.include_usage` gets it added (the gateway counts
+ * tokens from the final usage event), and `strip` says that event must be removed before the client sees the
+ * stream; any other request goes upstream byte for byte. Does not change `parsed`.
+ */
+export function upstreamBody(
+  parsed: unknown,
+  raw: Buffer,
+  view: ChatBodyView,
+): { body: Buffer; strip: boolean } {
+  if (!view.stream || view.includeUsage) return { body: raw, strip: false };
+  const obj = parsed as Record<string, unknown>;
+  const so = obj.stream_options && typeof obj.stream_options === "object" ? obj.stream_options : {};
+  return {
+    body: Buffer.from(JSON.stringify({ ...obj, stream_options: { ...so, include_usage: true } })),
+    strip: true,
+  };
+}

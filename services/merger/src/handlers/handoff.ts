@@ -1,64 +1,69 @@
 import { type Bus, type HandlerContext, RetryableError } from "@longshot/bus";
 import type { Envelope, Handoff } from "@longshot/contracts";
-import type { MergeOutcome, MergeRunner } from "../adapters/merge-runner.ts";
-import { emptyQueue, enqueue, finish, type MergeQueue, startAllReady } from "../domain/queue.ts";
+import type { Logger } from "@longshot/log";
+import {
+  InFlightError,
+  type MergeOutcome,
+  type MergeQueue,
+  SupersededError,
+  type VerifiedCandidate,
+} from "../adapters/merge-queue.ts";
 
-interface Waiter {
-  done(outcome: MergeOutcome): void;
-  fail(err: unknown): void;
+/**
+ * Publishes `merge.verified` for a candidate whose tree passed the checks (id per task attempt and tree, so a
+ * repeat is dropped by JetStream). Failures are logged: the event is informational.
+ */
+export function createVerifiedPublisher(bus: Bus, log: Pick<Logger, "warn">) {
+  return (h: Handoff, v: VerifiedCandidate): void => {
+    void bus
+      .publishEvent(
+        "merge.verified",
+        h.runId,
+        {
+          taskId: h.taskId,
+          attempt: h.task.attempt,
+          branch: h.branch,
+          commit: v.commit,
+          tree: v.tree,
+          position: v.position,
+          stackSize: v.stackSize,
+          durationMs: v.durationMs,
+          cached: v.cached,
+        },
+        {
+          taskId: h.taskId,
+          id: `merge-verified-${h.runId}-${h.taskId}-${h.task.attempt}-${v.tree.slice(0, 12)}`,
+        },
+      )
+      .catch((err: unknown) => log.warn({ err, taskId: h.taskId }, "merge.verified not published"));
+  };
 }
 
-/** The previous delivery of a handoff was replaced by a redelivery of the same task while it waited. */
-class SupersededError extends Error {
-  override readonly name = "SupersededError";
+/** One line for people and planners: the failing check, its command and exit code, and the output's tail. */
+export function rejectionReason(o: Extract<MergeOutcome, { kind: "rejected" }>): string {
+  const c = o.check;
+  const tail = c.output.trim().split("\n").slice(-20).join("\n").slice(-1500);
+  return `check ${c.name} failed on the base with this branch applied (\`${c.command}\`, exit ${c.exitCode ?? "killed"}): ${tail}`;
 }
 
 /**
- * The merge queue's message handler. Every handoff joins one in-process priority queue (1 first, then
- * arrival), which runs at most one merge per target repository at a time; the handler waits (held in
- * progress by `working()` heartbeats) until its merge ended, publishes the outcome event, and returns so
- * the message is acked. Transient git failures are retried by redelivery (RetryableError, 5 s).
+ * The merge queue's message handler. Every handoff is submitted to the queue (adapters/merge-queue.ts), which
+ * stacks, verifies and lands candidates per base branch in priority order; the handler waits (held in progress
+ * by `working()` heartbeats) until its candidate was decided, publishes the outcome event, and returns so the
+ * message is acked. A redelivery of a waiting handoff replaces it (the older delivery returns quietly); one
+ * whose candidate is in the stack right now, and transient failures (git, push refused, verification that could
+ * not run, a base that keeps moving), are retried by redelivery (RetryableError, 5 s).
  */
-export function createHandoffHandler(deps: { bus: Bus; runner: MergeRunner }) {
-  let queue: MergeQueue<Waiter> = emptyQueue();
-  const pump = () => {
-    const { queue: next, entries } = startAllReady(queue);
-    queue = next;
-    for (const e of entries) {
-      deps.runner
-        .merge(e.handoff)
-        .then(
-          (o) => e.payload.done(o),
-          (err) => e.payload.fail(err),
-        )
-        .finally(() => {
-          queue = finish(queue, e.key);
-          pump();
-        });
-    }
-  };
-
+export function createHandoffHandler(deps: { bus: Bus; queue: MergeQueue }) {
   return async (env: Envelope<Handoff>, ctx: HandlerContext): Promise<void> => {
     const h = env.data;
     let outcome: MergeOutcome;
     try {
-      outcome = await new Promise<MergeOutcome>((resolve, reject) => {
-        const previous = queue.pending.find(
-          (p) => p.handoff.runId === h.runId && p.handoff.taskId === h.taskId,
-        );
-        const r = enqueue(queue, h, { done: resolve, fail: reject });
-        if (r.status === "in-flight") {
-          reject(new RetryableError(`task ${h.taskId} is being merged right now`, { delayMs: 5000 }));
-          return;
-        }
-        if (r.status === "replaced")
-          previous?.payload.fail(new SupersededError("superseded by a redelivery"));
-        queue = r.queue;
-        pump();
-      });
+      const receivedAt = Date.parse(env.ts);
+      outcome = await deps.queue.submit(h, Number.isFinite(receivedAt) ? { receivedAt } : {});
     } catch (err) {
       if (err instanceof SupersededError) return;
-      if (err instanceof RetryableError) throw err;
+      if (err instanceof InFlightError) throw new RetryableError(err.message, { delayMs: 5000 });
       throw new RetryableError(`merge of ${h.taskId} failed transiently: ${(err as Error).message}`, {
         delayMs: 5000,
         cause: err,
@@ -70,7 +75,13 @@ export function createHandoffHandler(deps: { bus: Bus; runner: MergeRunner }) {
       correlationId: env.correlationId,
       id: `merge-${h.runId}-${h.taskId}-${h.task.attempt}`,
     };
-    const base = { taskId: h.taskId, attempt: h.task.attempt, branch: h.branch };
+    // parentId: a subtask's decomposition is found from the event by any subplanner instance.
+    const base = {
+      taskId: h.taskId,
+      attempt: h.task.attempt,
+      branch: h.branch,
+      ...(h.task.parentId ? { parentId: h.task.parentId } : {}),
+    };
     switch (outcome.kind) {
       case "merged":
         await deps.bus.publishEvent(
@@ -84,6 +95,30 @@ export function createHandoffHandler(deps: { bus: Bus; runner: MergeRunner }) {
             strategy: outcome.strategy,
             rebased: outcome.rebased,
             attempts: outcome.attempts,
+            verified: outcome.verified,
+            tree: outcome.tree,
+            batchSize: outcome.batchSize,
+            ...(outcome.verifyMs !== undefined ? { verifyMs: outcome.verifyMs } : {}),
+            handoffToLandingMs: outcome.waitedMs,
+          },
+          meta,
+        );
+        break;
+      case "rejected":
+        await deps.bus.publishEvent(
+          "merge.rejected",
+          h.runId,
+          {
+            ...base,
+            commit: outcome.commit,
+            tree: outcome.tree,
+            reason: rejectionReason(outcome),
+            check: outcome.check,
+            checks: outcome.checks,
+            durationMs: outcome.durationMs,
+            stackSize: outcome.stackSize,
+            bisectionDepth: outcome.bisectionDepth,
+            handoffToRejectionMs: outcome.waitedMs,
           },
           meta,
         );

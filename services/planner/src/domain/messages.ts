@@ -1,15 +1,8 @@
 import { createHash } from "node:crypto";
 import type { RepoSnapshot } from "@longshot/git";
-import { activeTasks, type RunState } from "./run.ts";
+import { activeTasks, type RunState, type SeenState, type TaskRecord } from "./run.ts";
 
 export type { RepoSnapshot } from "@longshot/git";
-
-/** What the model saw last: base head, file tree, and hashes of FEATURES.json / DECISIONS.md. */
-export interface SeenState {
-  head: string;
-  files: string[];
-  docHashes?: { features?: string; decisions?: string };
-}
 
 /** Short content hash of a document (sha1, 16 hex chars). */
 export function docHash(text: string | undefined): string | undefined {
@@ -59,25 +52,64 @@ export function initialMessage(s: RunState, repo: RepoSnapshot): string {
 }
 
 /**
- * A follow-up message: only what changed since the last plan — new handoffs (summary ≤ 300 chars,
- * ≤ 30 files), merge outcomes, tasks still active, the last sweep of the base branch, new commits and files.
+ * One task's entry under "New handoffs". A retried task shows its first attempt's outcome (kept in
+ * `previous`) and either its second attempt's handoff or that the retry has not finished: a record whose
+ * attempt 2 was filed has no `handoff` until that attempt ends.
+ */
+function report(id: string, r: TaskRecord): string {
+  const merge = r.merge
+    ? `, merge: ${r.merge}${r.mergeDetail ? ` (${r.mergeDetail})` : ""}`
+    : ", merge pending";
+  const lines: string[] = [];
+  if (r.previous) {
+    lines.push(
+      `### ${id} — attempt 1 ${r.previous.status}, retried as attempt ${r.task.attempt}${r.task.model ? ` on ${r.task.model}` : ""}`,
+      cap(r.previous.summary, 300) ?? "",
+    );
+    if (r.previous.concerns.length) lines.push(`Concerns: ${r.previous.concerns.join(" | ")}`);
+  }
+  const h = r.handoff;
+  if (!h) {
+    lines.push(r.previous ? `Attempt ${r.task.attempt}: not finished yet.` : `### ${id} — no handoff yet`);
+    return lines.join("\n");
+  }
+  lines.push(
+    r.previous ? `Attempt ${r.task.attempt}: ${h.status}${merge}` : `### ${id} — ${h.status}${merge}`,
+    cap(h.summary, 300) ?? "",
+  );
+  if (h.filesChanged.length) lines.push(`Files: ${h.filesChanged.slice(0, 30).join(", ")}`);
+  if (h.concerns.length) lines.push(`Concerns: ${h.concerns.join(" | ")}`);
+  if (h.suggestions.length) lines.push(`Suggestions: ${h.suggestions.join(" | ")}`);
+  return lines.join("\n");
+}
+
+/** Most handoffs reported in one follow-up (the newest); the rest are counted only. */
+const MAX_REPORTS = 40;
+/** Most active tasks listed in one follow-up. */
+const MAX_ACTIVE = 60;
+
+/**
+ * A follow-up message: only what changed since the last plan — new handoffs (the newest 40; summary ≤ 300
+ * chars, ≤ 30 files), merge outcomes, tasks still active (≤ 60 listed), the last sweep of the base branch, new
+ * commits and files. Its size is bounded whatever the run's size.
  */
 export function followUpMessage(s: RunState, repo: RepoSnapshot, prev: SeenState): string {
-  const reports = s.pendingReports.map((id) => {
-    const r = s.tasks[id]!;
-    const h = r.handoff!;
-    const lines = [
-      `### ${id} — ${h.status}${r.merge ? `, merge: ${r.merge}${r.mergeDetail ? ` (${r.mergeDetail})` : ""}` : ", merge pending"}`,
-      cap(h.summary, 300) ?? "",
-    ];
-    if (h.filesChanged.length) lines.push(`Files: ${h.filesChanged.slice(0, 30).join(", ")}`);
-    if (h.concerns.length) lines.push(`Concerns: ${h.concerns.join(" | ")}`);
-    if (h.suggestions.length) lines.push(`Suggestions: ${h.suggestions.join(" | ")}`);
-    return lines.join("\n");
+  // A task id is pending once per new handoff; a retried task can be pending twice (both attempts).
+  const pending = [...new Set(s.pendingReports)];
+  const reports = pending.slice(-MAX_REPORTS).flatMap((id) => {
+    const r = s.tasks[id];
+    return r ? [report(id, r)] : [];
   });
-  const active = activeTasks(s).map(
-    (r) => `- ${r.task.id} (p${r.task.priority}): ${cap(r.task.description, 120)}`,
-  );
+  if (pending.length > MAX_REPORTS) {
+    reports.unshift(
+      `(${pending.length - MAX_REPORTS} earlier handoffs are counted in the health line, not listed)`,
+    );
+  }
+  const activeAll = activeTasks(s);
+  const active = activeAll
+    .slice(0, MAX_ACTIVE)
+    .map((r) => `- ${r.task.id} (p${r.task.priority}): ${cap(r.task.description, 120)}`);
+  if (activeAll.length > MAX_ACTIVE) active.push(`- … and ${activeAll.length - MAX_ACTIVE} more`);
   const prevFiles = new Set(prev.files);
   const nowFiles = new Set(repo.files);
   const added = repo.files.filter((f) => !prevFiles.has(f));

@@ -1,3 +1,4 @@
+import type { PlanningLease } from "@longshot/bus";
 import {
   type AcceptedRun,
   type EventPayload,
@@ -8,7 +9,6 @@ import {
   slugify,
   type Task,
 } from "@longshot/contracts";
-import type { SeenState } from "./messages.ts";
 
 /** How a task's merge ended. `skipped`: nothing to merge (failed attempt or no changes). */
 export type MergeOutcome = "merged" | "conflict" | "skipped" | "failed";
@@ -76,6 +76,16 @@ export interface RunPolicy {
   finalizationTimeoutMs: number;
 }
 
+/**
+ * The base branch as the model last saw it: its head, file tree, and short hashes (see `docHash` in
+ * messages.ts) of FEATURES.json / DECISIONS.md, so follow-ups send only deltas.
+ */
+export interface SeenState {
+  head: string;
+  files: string[];
+  docHashes?: { features?: string; decisions?: string };
+}
+
 /** Result of the last reconciler sweep of the run's base branch. */
 export interface SweepRecord {
   sha: string;
@@ -93,7 +103,15 @@ export interface RunState {
   startedAt: number;
   iteration: number;
   planningDone: boolean;
+  /**
+   * The planner's conversation window: the system prompt, the first message, then the recent turns (older
+   * ones are compacted into a digest; the whole transcript is in the `longshot-planner-turns` store).
+   */
   conversation: Turn[];
+  /** Turns written to the transcript store so far (the next turn's key suffix). */
+  turnCount?: number;
+  /** Planner calls whose prompt needed compaction. */
+  compactions?: number;
   tasks: Record<string, TaskRecord>;
   /** Task ids in creation order. */
   order: string[];
@@ -107,6 +125,11 @@ export interface RunState {
   final: FinalState;
   summary?: RunSummary;
   consecutiveErrors: number;
+  /**
+   * Which planner instance may call the model for this run now (several instances share a run's messages; one
+   * plans at a time). Absent: nobody is planning. See `@longshot/bus` planning-lease.
+   */
+  planningLease?: PlanningLease;
 }
 
 /** Model output of this planner (the shared contract `PlanOutput`). */
@@ -295,64 +318,150 @@ export function applyHandoff(s: RunState, h: Handoff, policy: Pick<RunPolicy, "f
 export interface MergeReport {
   taskId: string;
   attempt: number;
-  outcome: MergeOutcome;
+  /** `rejected`: the merge queue's verification failed (`merge.rejected`); see {@link applyRejection}. */
+  outcome: MergeOutcome | "rejected";
   detail: string;
   /** Conflicting files (conflicts only). */
   files?: string[];
 }
 
+/** Conflict-fix tasks one original task may get in a row (a resolution that conflicts again gets another). */
+export const MAX_CONFLICT_FIX_GENERATIONS = 3;
+
+/** The task whose work a record carries to the base: itself, or for a conflict-fix task the one it resolves. */
+const originOf = (r: TaskRecord) => r.resolves ?? r.task.id;
+
 /**
  * Records the merge queue's decision for a task attempt (repeats and stale attempts are ignored).
- * A conflict of an ordinary task files a conflict-fix task (priority 1, scope = the conflicting files, the
- * conflicting branch rebased in its sandbox), at most `maxConflictFixes` per run; a conflict-fix task
- * never spawns another. A merged conflict-fix task marks the task it resolves as landed.
+ * A conflict files a conflict-fix task (priority 1, scope = the conflicting files, the conflicting branch
+ * rebased in its sandbox), at most `maxConflictFixes` per run. A conflict-fix task whose own branch conflicts
+ * again gets a successor (`<task>-cf2`, `-cf3`: its branch rebased onto the newer base, the new conflict as
+ * context), up to {@link MAX_CONFLICT_FIX_GENERATIONS} per original task, so no task's work is dropped in a
+ * conflict storm. A merged conflict-fix task marks the task it resolves as landed.
  */
 export function applyMerge(
   s: RunState,
   m: MergeReport,
-  policy: Pick<RunPolicy, "branchPrefix" | "maxConflictFixes">,
+  policy: Pick<RunPolicy, "branchPrefix" | "maxConflictFixes" | "fallbackModel">,
 ): RunState {
   const rec = s.tasks[m.taskId];
   if (!rec || rec.merge || m.attempt !== rec.task.attempt) return s;
-  let next: RunState = {
+  if (m.outcome === "rejected") return applyRejection(s, rec, m, policy);
+  const next: RunState = {
     ...s,
     tasks: { ...s.tasks, [m.taskId]: { ...rec, merge: m.outcome, mergeDetail: m.detail } },
   };
   if (m.outcome === "merged" && rec.resolves && next.tasks[rec.resolves]) {
     next.tasks[rec.resolves] = { ...next.tasks[rec.resolves]!, resolvedBy: m.taskId };
   }
-  const conflictFixes = s.order.filter((id) => s.tasks[id]!.task.kind === "conflict-fix").length;
-  if (
-    m.outcome === "conflict" &&
-    rec.task.kind !== "conflict-fix" &&
-    conflictFixes < policy.maxConflictFixes
-  ) {
-    const id = `${rec.task.id}-cf`.slice(0, 80);
-    if (!next.tasks[id]) {
-      const files = (m.files ?? []).slice(0, 10);
-      const task: Task = {
-        ...rec.task,
-        id,
-        kind: "conflict-fix",
-        description: `Resolve the merge conflict of branch ${rec.task.branch} with ${s.run.baseBranch}. The branch is being rebased onto ${s.run.baseBranch} in your sandbox and stopped with conflicts in: ${files.join(", ")}. Keep the intent of both sides. Original task: ${rec.task.description}`,
-        scope: files,
-        acceptance:
-          `No conflict markers remain; the rebase is complete; the project's tests pass. ${rec.task.acceptance}`.trim(),
-        branch: `${policy.branchPrefix}${id}`,
-        priority: 1,
-        attempt: 1,
-        conflictBranch: rec.task.branch,
-      };
-      delete (task as { model?: string }).model;
-      delete (task as { context?: string }).context;
-      next = {
-        ...next,
-        tasks: { ...next.tasks, [id]: { task, published: false, resolves: rec.task.id } },
-        order: [...next.order, id],
-      };
-    }
+  if (m.outcome !== "conflict") return next;
+  const origin = originOf(rec);
+  const conflictFixes = s.order.filter((id) => s.tasks[id]!.task.kind === "conflict-fix");
+  const generations = conflictFixes.filter((id) => s.tasks[id]!.resolves === origin).length;
+  if (conflictFixes.length >= policy.maxConflictFixes || generations >= MAX_CONFLICT_FIX_GENERATIONS)
+    return next;
+  const originRec = s.tasks[origin] ?? rec;
+  const id = `${origin}-cf${generations === 0 ? "" : generations + 1}`.slice(0, 80);
+  if (next.tasks[id]) return next;
+  const files = (m.files ?? []).slice(0, 10);
+  const again =
+    rec.task.kind === "conflict-fix"
+      ? `The previous resolution (${rec.task.id}, branch ${rec.task.branch}) conflicted again with ${s.run.baseBranch}, which moved on meanwhile; you start from that branch, so its resolution is kept. `
+      : "";
+  const task: Task = {
+    ...originRec.task,
+    id,
+    kind: "conflict-fix",
+    description: `${again}Resolve the merge conflict of branch ${rec.task.branch} with ${s.run.baseBranch}. The branch is being rebased onto ${s.run.baseBranch} in your sandbox and stopped with conflicts in: ${files.join(", ")}. Keep the intent of both sides. Original task: ${originRec.task.description}`,
+    scope: files,
+    acceptance:
+      `No conflict markers remain; the rebase is complete; the project's tests pass. ${originRec.task.acceptance}`.trim(),
+    branch: `${policy.branchPrefix}${id}`,
+    priority: 1,
+    attempt: 1,
+    conflictBranch: rec.task.branch,
+    resolves: origin,
+  };
+  delete (task as { model?: string }).model;
+  delete (task as { context?: string }).context;
+  return {
+    ...next,
+    tasks: { ...next.tasks, [id]: { task, published: false, resolves: origin } },
+    order: [...next.order, id],
+  };
+}
+
+/**
+ * The merge queue rejected a task attempt (#12): its branch, applied on the base, fails the target's checks
+ * (`m.detail`: the failing check, its command, exit code and output tail). Handled like a failed attempt:
+ * attempt 1 becomes attempt 2 of the same task (on the fallback model when one is configured) with the failure
+ * as context; a later attempt is recorded as a failed merge, and a fix task `<task>-vfix` (priority 1) starts
+ * from the rejected branch rebased onto the base with the failure as context — its landing lands the task's
+ * work (`resolves`). A fix task for the same task is filed once.
+ */
+function applyRejection(
+  s: RunState,
+  rec: TaskRecord,
+  m: MergeReport,
+  policy: Pick<RunPolicy, "branchPrefix" | "fallbackModel">,
+): RunState {
+  const failure = `The merge queue rejected attempt ${rec.task.attempt} (branch ${rec.task.branch}): ${m.detail}`;
+  if (rec.task.attempt === 1) {
+    const context = `${failure}\nThe change must pass the project's checks on ${s.run.baseBranch} as it is now: fix that failure while doing the task.`;
+    const retry: Task = {
+      ...rec.task,
+      attempt: 2,
+      context: rec.task.context ? `${rec.task.context}\n\n${context}` : context,
+      ...(policy.fallbackModel ? { model: policy.fallbackModel } : {}),
+    };
+    const previous = {
+      status: rec.handoff?.status ?? ("complete" as const),
+      summary: rec.handoff?.summary ?? "",
+      concerns: [...(rec.handoff?.concerns ?? []), `rejected by the merge queue: ${m.detail.slice(0, 300)}`],
+    };
+    return {
+      ...s,
+      tasks: {
+        ...s.tasks,
+        [m.taskId]: {
+          task: retry,
+          published: false,
+          previous,
+          ...(rec.resolves ? { resolves: rec.resolves } : {}),
+        },
+      },
+    };
   }
-  return next;
+  const next: RunState = {
+    ...s,
+    tasks: {
+      ...s.tasks,
+      [m.taskId]: { ...rec, merge: "failed", mergeDetail: `rejected by the merge queue: ${m.detail}` },
+    },
+  };
+  const origin = originOf(rec);
+  const originRec = s.tasks[origin] ?? rec;
+  const id = `${origin}-vfix`.slice(0, 80);
+  if (next.tasks[id]) return next;
+  const task: Task = {
+    ...originRec.task,
+    id,
+    kind: "fix",
+    description: `${failure}\nYour sandbox starts from that branch rebased onto ${s.run.baseBranch}. Make the project's checks pass, keeping the intent of the task. Original task: ${originRec.task.description}`,
+    acceptance:
+      `The project's checks pass on ${s.run.baseBranch} with this change. ${originRec.task.acceptance}`.trim(),
+    branch: `${policy.branchPrefix}${id}`,
+    priority: 1,
+    attempt: 1,
+    conflictBranch: rec.task.branch,
+    context: failure,
+  };
+  delete (task as { model?: string }).model;
+  return {
+    ...next,
+    tasks: { ...next.tasks, [id]: { task, published: false, resolves: origin } },
+    order: [...next.order, id],
+  };
 }
 
 /**
@@ -429,10 +538,11 @@ export function decideFinalize(
   policy: Pick<RunPolicy, "finalizationMaxAttempts" | "finalizationTimeoutMs">,
 ): FinalizeDecision {
   if (!s.planningDone || activeTasks(s).length > 0) return { kind: "wait" };
-  // Unmerged branches get one more pass through the merge queue before the final sweep (inventory §1.11).
-  const retry = s.order.filter(
-    (id) => s.tasks[id]!.merge === "failed" && !s.tasks[id]!.mergeRetried && s.tasks[id]!.handoff?.head,
-  );
+  // Every unmerged branch gets one more pass through the merge queue before the final sweep (inventory
+  // §1.11), conflicts included: the base has moved since, and the rebase may go through now.
+  const retry = unmergedWork(s)
+    .filter((u) => !s.tasks[u.carrier]!.mergeRetried && s.tasks[u.carrier]!.handoff?.head)
+    .map((u) => u.carrier);
   if (retry.length) return { kind: "retry-merges", taskIds: retry };
   const f = s.final;
   const nextRequest = () => ({
@@ -481,7 +591,8 @@ export function summarize(
   const count = (st: HandoffStatus) => recs.filter((r) => r.handoff?.status === st).length;
   const merged = recs.filter((r) => r.merge === "merged").length;
   const conflicts = recs.filter((r) => r.merge === "conflict").length;
-  const unmerged = recs.filter((r) => (r.merge === "conflict" || r.merge === "failed") && !landed(r)).length;
+  const unmergedList = unmergedWork(s);
+  const unmerged = unmergedList.length;
   const bad = count("failed") + count("blocked");
   const green = sweep?.green === true && unmerged === 0 && bad === 0 && reason === undefined;
   const why =
@@ -515,7 +626,38 @@ export function summarize(
     repo: s.run.repo,
     head: sweep?.sha ?? "",
     ...(why ? { reason: why } : {}),
+    ...(unmergedList.length
+      ? { unmerged: unmergedList.map((u) => ({ taskId: u.taskId, reason: u.reason })) }
+      : {}),
   };
+}
+
+/**
+ * The work of the run that is not on the base branch, one entry per original task: tasks whose branch
+ * conflicted or failed to merge and whose work did not land through a conflict-fix task either. `carrier` is
+ * the newest task holding that work (the original, or its newest conflict-fix task) — the branch to merge
+ * again; `reason` says where it stands. Pure.
+ */
+export function unmergedWork(s: RunState): Array<{ taskId: string; carrier: string; reason: string }> {
+  const groups = new Map<string, string[]>();
+  for (const id of s.order) {
+    const origin = originOf(s.tasks[id]!);
+    groups.set(origin, [...(groups.get(origin) ?? []), id]);
+  }
+  const out: Array<{ taskId: string; carrier: string; reason: string }> = [];
+  for (const [origin, ids] of groups) {
+    const recs = ids.map((id) => s.tasks[id]!);
+    if (recs.some(landed) || (s.tasks[origin] && landed(s.tasks[origin]!))) continue;
+    if (!recs.some((r) => r.merge === "conflict" || r.merge === "failed")) continue;
+    const newest = recs.at(-1)!;
+    const decided = [...recs].reverse().find((r) => r.merge === "conflict" || r.merge === "failed")!;
+    const detail = decided.mergeDetail ? `: ${decided.mergeDetail}` : "";
+    const what = `${decided.merge === "conflict" ? "conflict" : "merge failed"}${detail}`;
+    const where = decided.task.id === origin ? "" : ` (${decided.task.id})`;
+    const reason = `${what}${where}${newest.merge === undefined ? `; ${newest.task.id} not finished` : ""}`;
+    out.push({ taskId: origin, carrier: decided.task.id, reason });
+  }
+  return out;
 }
 
 /** Marks `taskIds` as re-submitted to the merge queue: their merge outcome is pending again. */

@@ -1,11 +1,5 @@
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { SweepCheck } from "@longshot/contracts";
-import { cloneRepo, findConflictMarkers, headSha, remoteBranchHead } from "@longshot/git";
-import { type CheckOverrides, type PlannedCheck, planChecks } from "../domain/checks.ts";
+import { type CheckOverrides, checkCommit, type SandboxProvider } from "@longshot/sandbox";
 
 /** Result of one sweep of a base branch. */
 export interface SweepResult {
@@ -16,119 +10,72 @@ export interface SweepResult {
   durationMs: number;
 }
 
-const OUTPUT_TAIL = 4000;
-const SECRET_ENV = /(KEY|TOKEN|SECRET|PASSWORD|PASS|CREDENTIAL)S?$|^NATS_/i;
-
-/** The environment checks run with: the service's own, minus anything that looks like a secret or NATS access. */
-export function checkEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  const out: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(env)) if (!SECRET_ENV.test(k)) out[k] = v;
-  // A check that runs node --test must not inherit a parent test runner's context (it would run nothing).
-  delete out.NODE_TEST_CONTEXT;
-  out.CI = "true";
-  return out;
-}
-
-function runCheck(check: PlannedCheck, cwd: string, timeoutMs: number): Promise<SweepCheck> {
-  const started = Date.now();
-  return new Promise((resolve) => {
-    const child = spawn("sh", ["-c", check.command], {
-      cwd,
-      env: checkEnv(),
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    const onData = (d: Buffer) => {
-      out = (out + d.toString()).slice(-OUTPUT_TAIL * 4);
-    };
-    child.stdout.on("data", onData);
-    child.stderr.on("data", onData);
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      try {
-        process.kill(-child.pid!, "SIGKILL");
-      } catch {
-        // already gone
-      }
-    }, timeoutMs);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      const output = (timedOut ? `${out}\n[timed out after ${timeoutMs} ms]` : out).slice(-OUTPUT_TAIL);
-      resolve({
-        name: check.name,
-        command: check.command,
-        ok: code === 0 && !timedOut,
-        exitCode: code,
-        output,
-        durationMs: Date.now() - started,
-      });
-    });
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      resolve({
-        name: check.name,
-        command: check.command,
-        ok: false,
-        exitCode: null,
-        output: String(err),
-        durationMs: Date.now() - started,
-      });
-    });
-  });
+/** Options of {@link createSweeper}. */
+export interface SweeperOptions {
+  /** Where checks run (the configured sandbox provider; never the reconciler's host). */
+  provider: SandboxProvider;
+  overrides: CheckOverrides;
+  /** Timeout of each check, in ms. */
+  timeoutMs: number;
+  /** Whether the install check may use the network (SWEEP_INSTALL_NETWORK); the others never can. */
+  installNetwork: boolean;
 }
 
 /**
- * Sweeps `baseBranch` of `repo` in a fresh scratch clone (never the target's own working tree, never the
- * merger's clone): install dependencies if the target has any, build, typecheck, tests (commands from
- * `overrides` or detected from package.json; a failing install skips the rest), and conflict markers in any
- * tracked text file. Green when every check passed and no markers were found. The clone is always removed.
- * @throws GitError when the repository or branch cannot be cloned (retryable for the caller).
+ * A sweep of `baseBranch` of `repo`, or of the commit `at` of its history (a re-run of an earlier sweep).
+ * See {@link createSweeper}.
  */
-export async function sweep(
-  repo: string,
-  baseBranch: string,
-  overrides: CheckOverrides,
-  timeoutMs: number,
-): Promise<SweepResult> {
-  const started = Date.now();
-  const root = await mkdtemp(join(tmpdir(), "longshot-sweep-"));
-  try {
-    const dir = join(root, "repo");
-    await cloneRepo(repo, dir, { branch: baseBranch });
-    const sha = await headSha(dir);
-    const pkgPath = join(dir, "package.json");
-    const pkg = existsSync(pkgPath) ? (JSON.parse(await readFile(pkgPath, "utf8")) as unknown) : undefined;
-    const lockfiles = {
-      pnpm: existsSync(join(dir, "pnpm-lock.yaml")),
-      yarn: existsSync(join(dir, "yarn.lock")),
-      npm: existsSync(join(dir, "package-lock.json")),
+export type Sweeper = (repo: string, baseBranch: string, at?: string) => Promise<SweepResult>;
+
+/**
+ * The reconciler's sweeps. A sweep of `baseBranch` of `repo`:
+ * 1. syncs the reconciler's private mirror of the target and resolves the branch's head (the sha swept), or
+ *    takes `at`, a commit of the branch's history;
+ * 2. runs the target's check set on it (`checkCommit` of @longshot/sandbox, the same checks the merge queue
+ *    runs before landing: install when it has dependencies, build, typecheck, tests, operator overrides, then
+ *    conflict markers) in a sandbox of the configured provider — agent-written code and its install scripts
+ *    never run on the host.
+ * Green when every check passed and no markers were found.
+ * @throws GitError when the target or the branch cannot be fetched (retryable for the caller).
+ */
+export function createSweeper(options: SweeperOptions): Sweeper {
+  return async (repo, baseBranch, at) => {
+    const started = Date.now();
+    const mirror = options.provider.mirror(repo);
+    await mirror.sync();
+    const sha = at ?? (await mirror.resolve(`refs/heads/${baseBranch}`));
+    const r = await checkCommit(
+      options.provider,
+      { repo, ref: `refs/heads/${baseBranch}`, commit: sha },
+      {
+        overrides: options.overrides,
+        timeoutMs: options.timeoutMs,
+        installNetwork: options.installNetwork,
+        labels: { purpose: "sweep" },
+      },
+    );
+    return {
+      sha,
+      green: r.green,
+      checks: r.checks,
+      conflictFiles: r.conflictFiles,
+      durationMs: Date.now() - started,
     };
-    const checks: SweepCheck[] = [];
-    for (const planned of planChecks(pkg, lockfiles, overrides)) {
-      const result = await runCheck(planned, dir, timeoutMs);
-      checks.push(result);
-      if (planned.name === "install" && !result.ok) break;
-    }
-    const markerStarted = Date.now();
-    const conflictFiles = await findConflictMarkers(dir);
-    checks.push({
-      name: "conflict-markers",
-      command: "git grep -I conflict markers",
-      ok: conflictFiles.length === 0,
-      exitCode: conflictFiles.length === 0 ? 0 : 1,
-      output: conflictFiles.join("\n"),
-      durationMs: Date.now() - markerStarted,
-    });
-    return { sha, green: checks.every((c) => c.ok), checks, conflictFiles, durationMs: Date.now() - started };
-  } finally {
-    await rm(root, { recursive: true, force: true });
-  }
+  };
 }
 
-/** The current head of `baseBranch` in `repo`, or undefined when it cannot be read (stale-result check). */
-export async function remoteHead(repo: string, baseBranch: string): Promise<string | undefined> {
-  const r = await remoteBranchHead(repo, baseBranch);
-  return r.ok ? r.sha : undefined;
+/**
+ * The current head of `baseBranch` in `repo` (through the provider's mirror, with its credentials), or
+ * undefined when it cannot be read (stale-result check).
+ */
+export function createHeadReader(provider: SandboxProvider) {
+  return async (repo: string, baseBranch: string): Promise<string | undefined> => {
+    try {
+      const mirror = provider.mirror(repo);
+      await mirror.sync();
+      return await mirror.resolve(`refs/heads/${baseBranch}`);
+    } catch {
+      return undefined;
+    }
+  };
 }

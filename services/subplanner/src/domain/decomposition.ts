@@ -1,3 +1,4 @@
+import type { PlanningLease } from "@longshot/bus";
 import {
   type Handoff,
   type HandoffMetrics,
@@ -78,6 +79,8 @@ export interface DecompositionState {
   outPublished: boolean;
   finishedAt?: number;
   aggregate?: Handoff;
+  /** Which subplanner instance may call the model for it now (see `@longshot/bus` planning-lease). */
+  planningLease?: PlanningLease;
 }
 
 /** Model output of the subplanner (the shared contract `PlanOutput`; prompts/subplanner.md). */

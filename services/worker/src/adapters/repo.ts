@@ -2,13 +2,13 @@ import { existsSync } from "node:fs";
 import { appendFile, mkdir, readFile, stat } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import {
+  bundleBranch,
   commitAll,
   conflictedFiles,
   currentBranch,
   diffStats,
   findConflictMarkers,
   headSha,
-  pushBranch,
 } from "@longshot/git";
 import type { RepoOutcome } from "../domain/handoff.ts";
 import type { RebaseState } from "../domain/prompt.ts";
@@ -88,10 +88,12 @@ export interface FinalizeOptions {
    * task's work on top of the base, not just the resolution).
    */
   diffFrom?: string;
-  /** The worker branch to push (force-pushed: it belongs to this task only). */
+  /** The worker branch handed back. */
   branch: string;
-  /** The task's base branch; never force-pushed (pushBranch refuses). */
+  /** The task's base branch: `refs/remotes/origin/<baseBranch>` is the bundle's prerequisite. */
   baseBranch: string;
+  /** Where `git bundle` of the branch is written (its directory is created). */
+  bundlePath: string;
   /** Subject of the safety-net commit for whatever the agent left uncommitted. */
   commitMessage: string;
 }
@@ -99,10 +101,13 @@ export interface FinalizeOptions {
 /**
  * After the agent: excludes artifacts, commits whatever is left uncommitted, computes the diff of `branch`
  * against `diffFrom` (default `startSha`; artifacts excluded), looks for conflict markers in the changed
- * files, and force-pushes `branch` when it differs from `diffFrom` and has no conflict markers.
- * `conflictMarkers` lists the changed files with a line starting with `<<<<<<< ` or `>>>>>>> ` (nothing is
- * pushed then). `concerns` reports a failed push (the handoff then carries no `head`) and an agent that
- * left another branch checked out. Throws GitError / GitRefNotFoundError for failures other than the push.
+ * files, and — when `branch` differs from `diffFrom` and has no conflict markers — writes `git bundle` of
+ * `refs/heads/<branch>` with `refs/remotes/origin/<baseBranch>` as prerequisite to `bundlePath`. The worker
+ * never pushes (the sandbox holds no credentials and has no network): the provider takes the bundle out and
+ * pushes the branch itself. `head` is the bundled commit. `conflictMarkers` lists the changed files with a
+ * line starting with `<<<<<<< ` or `>>>>>>> ` (nothing is bundled then). `concerns` reports a failed bundle
+ * (the handoff then carries no `head`) and an agent that left another branch checked out. Throws GitError /
+ * GitRefNotFoundError for failures other than the bundle.
  */
 export async function finalizeRepo(
   opts: FinalizeOptions,
@@ -133,11 +138,12 @@ export async function finalizeRepo(
   };
   if (head === from || conflictMarkers.length > 0) return outcome;
   try {
-    await pushBranch(opts.repoDir, opts.branch, { force: true, base: opts.baseBranch });
+    await mkdir(dirname(opts.bundlePath), { recursive: true });
+    await bundleBranch(opts.repoDir, opts.bundlePath, opts.branch, `refs/remotes/origin/${opts.baseBranch}`);
     outcome.head = head;
   } catch (err) {
     outcome.concerns.push(
-      `push of ${opts.branch} failed: ${err instanceof Error ? err.message : String(err)}`,
+      `bundle of ${opts.branch} failed: ${err instanceof Error ? err.message : String(err)}`,
     );
   }
   return outcome;

@@ -175,7 +175,8 @@ export function buildHandoff(input: BuildHandoffInput): Handoff {
     taskId: task.id,
     runId: task.runId,
     status,
-    summary: summaryOf(parsed, agent.finalText),
+    // A failure before any agent output (setup, crash) is the summary, not "(no summary)".
+    summary: input.failure !== undefined && !parsed.ok ? input.failure : summaryOf(parsed, agent.finalText),
     filesChanged: repo.filesChanged,
     concerns,
     suggestions: parsed.ok ? parsed.handoff.suggestions : [],

@@ -29,13 +29,14 @@ export function renderCommand(template: string, promptFile: string): string {
 /**
  * The command harness: runs any CLI agent given as a shell command template (env `WORKER_COMMAND`, e.g.
  * `opencode run "$(cat {prompt_file})"`) with `bash -c` in `input.repoDir`, in the worker's process group,
- * with the worker environment minus secrets plus `LONGSHOT_LLM_BASE_URL` and `LONGSHOT_LLM_MODEL`.
+ * with the worker environment minus secrets plus `LONGSHOT_LLM_BASE_URL` (`baseUrl`: the model relay, which
+ * needs no key) and `LONGSHOT_LLM_MODEL`.
  * `{prompt_file}` is replaced by a temp file holding the task prompt. The final text is the command's
  * stdout (its last 1 MB); a non-zero exit is `stopReason: "error"` with the stderr tail. Token and
  * tool-call counts are unknown to this harness and reported as 0.
  * @throws MissingWorkerCommandError when `template` is empty.
  */
-export function createCommandHarness(template: string | undefined): Harness {
+export function createCommandHarness(template: string | undefined, baseUrl: string): Harness {
   if (!template || template.trim().length === 0) throw new MissingWorkerCommandError();
   return {
     async run(
@@ -49,7 +50,7 @@ export function createCommandHarness(template: string | undefined): Harness {
         const promptFile = join(dir, "prompt.md");
         await writeFile(promptFile, prompt);
         onProgress({ message: "command started" });
-        return await runCommand(renderCommand(template, promptFile), input, signal);
+        return await runCommand(renderCommand(template, promptFile), input, baseUrl, signal);
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
@@ -57,11 +58,16 @@ export function createCommandHarness(template: string | undefined): Harness {
   };
 }
 
-function runCommand(command: string, input: WorkerInput, signal: AbortSignal): Promise<HarnessResult> {
+function runCommand(
+  command: string,
+  input: WorkerInput,
+  baseUrl: string,
+  signal: AbortSignal,
+): Promise<HarnessResult> {
   return new Promise((resolve) => {
     const env = scrubEnv(process.env);
     delete env.WORKER_COMMAND;
-    env.LONGSHOT_LLM_BASE_URL = input.llm.baseUrl;
+    env.LONGSHOT_LLM_BASE_URL = baseUrl;
     env.LONGSHOT_LLM_MODEL = input.llm.model;
     const child = spawn("bash", ["-c", command], {
       cwd: input.repoDir,

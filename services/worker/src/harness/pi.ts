@@ -15,6 +15,7 @@ import {
 } from "@mariozechner/pi-coding-agent";
 import { createContainedBashOperations } from "../adapters/shell.ts";
 import type { HarnessStopReason } from "../domain/handoff.ts";
+import { toolCallDetail } from "../domain/tool-detail.ts";
 import type { Harness, HarnessProgress, HarnessResult } from "./types.ts";
 
 /** Provider name under which the model endpoint is registered in Pi. */
@@ -24,21 +25,21 @@ const TOOLS = ["read", "bash", "edit", "write", "grep", "find", "ls"];
 
 /** Options of {@link createPiHarness}. */
 export interface PiHarnessOptions {
-  /** The model key; empty or absent for keyless local servers (a placeholder is sent). Never logged. */
-  apiKey?: string;
+  /** OpenAI-compatible base URL ending in `/v1`: the worker's model relay (see adapters/model-relay.ts). */
+  baseUrl: string;
   /** Context window advertised to Pi, in tokens; default 131072. */
   contextWindow?: number;
 }
 
 /**
  * The Pi coding-agent harness: one in-memory Pi session against the OpenAI-compatible endpoint
- * `input.llm.baseUrl` (ending in `/v1`), system prompt = the file `input.systemPromptPath` and nothing else
+ * `opts.baseUrl` (the model relay; it holds no key: the provider outside adds the task's credentials), system prompt = the file `input.systemPromptPath` and nothing else
  * (no context files, skills, extensions or templates; Pi's config dir is a throw-away temp dir), tools
  * read/bash/edit/write/grep/find/ls with `bash` kept in the worker's process group, thinking off, compaction
  * off, model `input.llm.model`. The prompt is the first user message. Progress: one `tool <name>` report per
  * tool call. Aborting `signal` aborts the session.
  */
-export function createPiHarness(opts: PiHarnessOptions = {}): Harness {
+export function createPiHarness(opts: PiHarnessOptions): Harness {
   return {
     async run(
       input: WorkerInput,
@@ -68,11 +69,12 @@ async function runSession(
   const systemPrompt = await readFile(input.systemPromptPath, "utf8");
 
   const authStorage = AuthStorage.inMemory();
-  // Pi refuses to call a provider without a key, even a keyless local server: send a placeholder then.
-  authStorage.setRuntimeApiKey(PROVIDER, opts.apiKey && opts.apiKey.length > 0 ? opts.apiKey : "no-key");
+  // Pi refuses to call a provider without a key: the relay needs none, so it gets a placeholder (the
+  // provider outside drops it and sends the task's own credentials).
+  authStorage.setRuntimeApiKey(PROVIDER, "relay");
   const modelRegistry = ModelRegistry.inMemory(authStorage);
   modelRegistry.registerProvider(PROVIDER, {
-    baseUrl: input.llm.baseUrl,
+    baseUrl: opts.baseUrl,
     // Required by Pi's schema; the runtime key above takes precedence over it.
     apiKey: "runtime-key",
     api: "openai-completions",
@@ -140,7 +142,8 @@ async function runSession(
   const unsubscribe = session.subscribe((event: AgentSessionEvent) => {
     if (event.type === "tool_execution_start") {
       toolCalls++;
-      onProgress({ message: `tool ${event.toolName}`, toolCalls });
+      const detail = toolCallDetail(event.toolName, event.args);
+      onProgress({ message: `tool ${event.toolName}`, ...(detail ? { detail } : {}), toolCalls });
     } else if (event.type === "message_end" && event.message.role === "assistant") {
       stopReason = event.message.stopReason;
       errorMessage = event.message.errorMessage;

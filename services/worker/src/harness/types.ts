@@ -1,9 +1,11 @@
 import type { WorkerInput } from "@longshot/contracts";
 import type { AgentOutcome } from "../domain/handoff.ts";
 
-/** A progress report from a harness: a short message plus running counters (tool calls, tokens). */
+/** A progress report from a harness: a short message, an optional detail, running counters (tool calls, tokens). */
 export interface HarnessProgress {
   message: string;
+  /** A one-line preview of a tool call's arguments (see `toolCallDetail`). */
+  detail?: string;
   toolCalls?: number;
   tokens?: number;
 }
