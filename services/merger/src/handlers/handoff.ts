@@ -47,33 +47,37 @@ export function rejectionReason(o: Extract<MergeOutcome, { kind: "rejected" }>):
 }
 
 /**
+ * The id of the outcome event of handoff message `env`: one per handoff message (`merge-<run>-<task>-<attempt>`
+ * for the dispatcher's `handoff-<run>-<task>-<attempt>`), so a redelivery's announcement is dropped by
+ * JetStream's duplicate window while the planner's re-submission of a failed merge (its own message id, suffix
+ * `-remerge`) gets an outcome of its own instead of being dropped as a duplicate of the first one.
+ */
+export function outcomeEventId(env: Pick<Envelope<Handoff>, "id" | "data">): string {
+  const h = env.data;
+  return env.id.startsWith("handoff-")
+    ? `merge-${env.id.slice("handoff-".length)}`
+    : `merge-${h.runId}-${h.taskId}-${h.task.attempt}-${env.id}`;
+}
+
+/**
  * The merge queue's message handler. Every handoff is submitted to the queue (adapters/merge-queue.ts), which
  * stacks, verifies and lands candidates per base branch in priority order; the handler waits (held in progress
  * by `working()` heartbeats) until its candidate was decided, publishes the outcome event, and returns so the
  * message is acked. A redelivery of a waiting handoff replaces it (the older delivery returns quietly); one
  * whose candidate is in the stack right now, and transient failures (git, push refused, verification that could
- * not run, a base that keeps moving), are retried by redelivery (RetryableError, 5 s).
+ * not run, a base that keeps moving), are retried by redelivery (RetryableError, 5 s). On the consumer's last
+ * delivery a transient failure becomes a `merge.failed` event (the planner re-submits failed merges when the
+ * run's tasks are done), so no handoff ends without an outcome its run waits for; a candidate still in the stack
+ * then is answered by the delivery that holds it.
  */
 export function createHandoffHandler(deps: { bus: Bus; queue: MergeQueue }) {
   return async (env: Envelope<Handoff>, ctx: HandlerContext): Promise<void> => {
     const h = env.data;
-    let outcome: MergeOutcome;
-    try {
-      const receivedAt = Date.parse(env.ts);
-      outcome = await deps.queue.submit(h, Number.isFinite(receivedAt) ? { receivedAt } : {});
-    } catch (err) {
-      if (err instanceof SupersededError) return;
-      if (err instanceof InFlightError) throw new RetryableError(err.message, { delayMs: 5000 });
-      throw new RetryableError(`merge of ${h.taskId} failed transiently: ${(err as Error).message}`, {
-        delayMs: 5000,
-        cause: err,
-      });
-    }
     const meta = {
       taskId: h.taskId,
       causationId: env.id,
       correlationId: env.correlationId,
-      id: `merge-${h.runId}-${h.taskId}-${h.task.attempt}`,
+      id: outcomeEventId(env),
     };
     // parentId: a subtask's decomposition is found from the event by any subplanner instance.
     const base = {
@@ -82,6 +86,27 @@ export function createHandoffHandler(deps: { bus: Bus; queue: MergeQueue }) {
       branch: h.branch,
       ...(h.task.parentId ? { parentId: h.task.parentId } : {}),
     };
+    let outcome: MergeOutcome;
+    try {
+      const receivedAt = Date.parse(env.ts);
+      outcome = await deps.queue.submit(h, Number.isFinite(receivedAt) ? { receivedAt } : {});
+    } catch (err) {
+      if (err instanceof SupersededError) return;
+      if (err instanceof InFlightError) {
+        if (ctx.lastDelivery) return;
+        throw new RetryableError(err.message, { delayMs: 5000 });
+      }
+      const reason = `merge of ${h.taskId} failed transiently: ${(err as Error).message}`;
+      if (!ctx.lastDelivery) throw new RetryableError(reason, { delayMs: 5000, cause: err });
+      ctx.log.error({ err, runId: h.runId, taskId: h.taskId }, "merge retries exhausted, reported as failed");
+      await deps.bus.publishEvent(
+        "merge.failed",
+        h.runId,
+        { ...base, reason: `${reason} (gave up after ${ctx.deliveryCount} deliveries)` },
+        { ...meta, id: `${meta.id}-exhausted` },
+      );
+      return;
+    }
     switch (outcome.kind) {
       case "merged":
         await deps.bus.publishEvent(
