@@ -19,6 +19,12 @@ const STDERR_TAIL_CHARS = 4_000;
 const CHECK_OUTPUT_CHARS = 4_000;
 /** How long to wait for the worker's stdout to drain after it exited, in ms. */
 const DRAIN_TIMEOUT_MS = 2_000;
+/**
+ * How often a running worker's sandbox is asked whether it hit a limit, ms. A hit ends the attempt at once: a
+ * fork bomb at `pids.max` leaves nothing able to fork (not even the worker's git) and its processes share the
+ * sandbox's CPU quota with the worker, so waiting for the worker to notice took minutes.
+ */
+const LIMIT_POLL_MS = 1_000;
 /** Largest branch bundle taken out of a sandbox by default, in bytes. */
 const DEFAULT_MAX_BUNDLE_BYTES = 256 * 1024 * 1024;
 
@@ -334,8 +340,9 @@ async function superviseWorker(
   /** The agent's counters as last reported (progress lines), for a handoff the worker never sent. */
   const seen = { toolCalls: 0, tokens: 0 };
   let stderrTail = "";
-  let terminatedBy: "timeout" | "abort" | undefined;
-  const terminate = (why: "timeout" | "abort") => {
+  let terminatedBy: "timeout" | "abort" | "limit" | undefined;
+  let limitFirstHit: string | undefined;
+  const terminate = (why: "timeout" | "abort" | "limit") => {
     if (terminatedBy !== undefined || handoff !== undefined) {
       proc.kill();
       return;
@@ -378,17 +385,34 @@ async function superviseWorker(
   });
 
   const timer = setTimeout(() => terminate("timeout"), opts.timeoutMs);
+  let polling = false;
+  const watch = setInterval(() => {
+    if (polling || terminatedBy !== undefined) return;
+    polling = true;
+    void handle
+      .limitHit()
+      .then((hit) => {
+        if (hit === undefined || terminatedBy !== undefined || handoff !== undefined) return;
+        limitFirstHit = hit;
+        terminate("limit");
+      })
+      .catch((err: unknown) => log.warn({ err }, "limit check failed"))
+      .finally(() => {
+        polling = false;
+      });
+  }, LIMIT_POLL_MS);
   const onAbort = () => terminate("abort");
   if (opts.signal?.aborted) onAbort();
   else opts.signal?.addEventListener("abort", onAbort, { once: true });
 
   const exit = await proc.wait();
   clearTimeout(timer);
+  clearInterval(watch);
   opts.signal?.removeEventListener("abort", onAbort);
   relay.close();
   await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, DRAIN_TIMEOUT_MS).unref())]);
   lines.close();
-  const limitHit = await handle.limitHit();
+  const limitHit = limitFirstHit ?? (await handle.limitHit());
 
   const durationMs = Date.now() - startedAt;
   const exitCode = exit.code;
@@ -408,7 +432,9 @@ async function superviseWorker(
     const reason =
       terminatedBy === "timeout"
         ? `sandbox timed out after ${Math.round(opts.timeoutMs / 1000)} s`
-        : abortReason(opts.signal?.reason);
+        : terminatedBy === "limit"
+          ? `sandbox hit its ${limitHit} limit`
+          : abortReason(opts.signal?.reason);
     return {
       ...base,
       handoff: failedHandoff(task, reason, durationMs, seen),
@@ -418,11 +444,9 @@ async function superviseWorker(
   const limitReason = limitHit ? `sandbox hit its ${limitHit} limit` : undefined;
   if (handoff !== undefined) {
     if (limitReason === undefined) return { ...base, handoff, timedOut: false };
-    // The worker survived a limit (e.g. the agent's fork bomb or memory hog was killed): say so; a memory
-    // kill may have cut work short, so nothing of that attempt is trusted to land.
-    const concerns = [limitReason, ...handoff.concerns];
-    if (limitHit === "memory") return withoutBranch({ ...base, handoff, timedOut: false }, limitReason);
-    return { ...base, handoff: { ...handoff, concerns }, timedOut: false };
+    // The worker handed off before the watch saw the limit (e.g. the agent's memory hog was killed and the
+    // agent went on): a kill may have cut work short, so nothing of that attempt is trusted to land.
+    return withoutBranch({ ...base, handoff, timedOut: false }, limitReason);
   }
   const why =
     limitReason ??
