@@ -17,7 +17,7 @@ import { listScript, makeListRepo } from "./fixtures.ts";
 
 // deploy/docker-compose.yml proven without Docker: every service it defines runs here as a local process with the
 // command, environment and env files compose would give it (host names mapped to loopback ports, the three NATS
-// nodes from nats.conf, the same ./.env, gateway.env and nats.env a user writes), nats-init creates the R3
+// nodes from nats.conf, the same ./.env, gateway.env and secrets.env a user writes), nats-init creates the R3
 // topology as admin, and a request runs green through it. Images that are not built from this repository
 // (Prometheus, Grafana, the NATS exporter) are not run.
 
@@ -107,11 +107,11 @@ beforeAll(async () => {
     join(deployDir, "gateway.env"),
     `LLM_ENDPOINTS=[{"name":"sim","endpoint":"${sim.url}","apiKey":"${KEY}"}]\n`,
   );
-  const passwords = (await readFile(join(deployDir, "nats.env.example"), "utf8")).replace(
-    /^(NATS_[A-Z]+_PASSWORD)=$/gm,
+  const passwords = (await readFile(join(deployDir, "secrets.env.example"), "utf8")).replace(
+    /^(NATS_[A-Z]+_PASSWORD|GATEWAY_ADMIN_TOKEN)=$/gm,
     (_, k: string) => `${k}=p${randomBytes(18).toString("hex")}`,
   );
-  await writeFile(join(deployDir, "nats.env"), passwords);
+  await writeFile(join(deployDir, "secrets.env"), passwords);
   vars = parseEnv(passwords) as Record<string, string>;
   for (const h of ["nats-1", "nats-2", "nats-3"])
     for (const p of ["4222", "6222", "8222"]) hostPorts.set(`${h}:${p}`, await freePort());
@@ -156,11 +156,22 @@ describe("deploy/docker-compose.yml as local processes", () => {
       ".git",
       ".longshot",
       "deploy/gateway.env",
-      "deploy/nats.env",
+      "deploy/secrets.env",
     ])
       expect(dockerignore, p).toContain(p);
+    // Secrets by need: the gateway's admin token reaches the gateway and the dispatcher only, and each NATS
+    // password its role's service (the NATS nodes hold them all, and no other secret).
+    const holders: string[] = [];
+    for (const name of Object.keys(s)) {
+      const env = await serviceEnvOf(name);
+      if (env.GATEWAY_ADMIN_TOKEN) holders.push(name);
+      const passwords = Object.keys(env).filter((k) => /^NATS_[A-Z]+_PASSWORD$/.test(k));
+      if (/^nats-[123]$/.test(name)) expect(passwords.length, name).toBe(9);
+      else expect(passwords, name).toEqual([]);
+    }
+    expect(holders.sort()).toEqual(["dispatcher", "llm-gateway"]);
     // docker-compose (v1, no engine needed) accepts the file with the env files a user writes.
-    await run("docker-compose", ["--env-file", "nats.env", "-f", "docker-compose.yml", "config", "-q"], {
+    await run("docker-compose", ["--env-file", "secrets.env", "-f", "docker-compose.yml", "config", "-q"], {
       cwd: deployDir,
     });
   });

@@ -12,7 +12,7 @@ let dir: string;
 /** docker-compose (Debian's v1, installed by scripts/bootstrap.sh) on the copy of deploy/ with the env files a user writes. */
 function compose(...args: string[]) {
   const deploy = join(dir, "deploy");
-  const res = spawnSync("docker-compose", ["--env-file", "nats.env", "-f", "docker-compose.yml", ...args], {
+  const res = spawnSync("docker-compose", ["--env-file", "secrets.env", "-f", "docker-compose.yml", ...args], {
     cwd: deploy,
     encoding: "utf8",
   });
@@ -22,18 +22,18 @@ function compose(...args: string[]) {
 }
 
 beforeAll(async () => {
-  // deploy/.env, gateway.env and nats.env are the operator's (git-ignored): validate a copy with the examples
+  // deploy/.env, gateway.env and secrets.env are the operator's (git-ignored): validate a copy with the examples
   // filled in (compose refuses to start without the NATS passwords).
   dir = await mkdtemp(join(tmpdir(), "longshot-deploy-"));
   await cp(join(ROOT, "deploy"), join(dir, "deploy"), { recursive: true });
   await cp(join(ROOT, "nats.conf"), join(dir, "nats.conf"));
   for (const f of [".env", "gateway.env"])
     await cp(join(dir, "deploy", `${f}.example`), join(dir, "deploy", f));
-  const passwords = (await readFile(join(dir, "deploy/nats.env.example"), "utf8")).replace(
-    /^(NATS_[A-Z]+_PASSWORD)=$/gm,
+  const passwords = (await readFile(join(dir, "deploy/secrets.env.example"), "utf8")).replace(
+    /^(NATS_[A-Z]+_PASSWORD|GATEWAY_ADMIN_TOKEN)=$/gm,
     (_, k: string) => `${k}=p${randomBytes(18).toString("hex")}`,
   );
-  await writeFile(join(dir, "deploy/nats.env"), passwords);
+  await writeFile(join(dir, "deploy/secrets.env"), passwords);
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
