@@ -12,10 +12,14 @@ let dir: string;
 /** docker-compose (Debian's v1, installed by scripts/bootstrap.sh) on the copy of deploy/ with the env files a user writes. */
 function compose(...args: string[]) {
   const deploy = join(dir, "deploy");
-  const res = spawnSync("docker-compose", ["--env-file", "secrets.env", "-f", "docker-compose.yml", ...args], {
-    cwd: deploy,
-    encoding: "utf8",
-  });
+  const res = spawnSync(
+    "docker-compose",
+    ["--env-file", "secrets.env", "-f", "docker-compose.yml", ...args],
+    {
+      cwd: deploy,
+      encoding: "utf8",
+    },
+  );
   if (res.error)
     throw new Error(`docker-compose is required (scripts/bootstrap.sh installs it): ${res.error.message}`);
   return res;
