@@ -1,6 +1,6 @@
 import type { Bus, HandlerContext, ScopeLeases } from "@longshot/bus";
 import { type Envelope, type Handoff, HandoffMessage, type Task, type WorkerLine } from "@longshot/contracts";
-import type { SandboxLlm, SandboxProvider } from "@longshot/sandbox";
+import { failedHandoff, type SandboxLlm, type SandboxProvider } from "@longshot/sandbox";
 import type { AttemptHistory } from "../adapters/attempt-history.ts";
 import type { Cancellations } from "../adapters/cancellations.ts";
 import type { TokenIssuer } from "../adapters/gateway-tokens.ts";
@@ -90,7 +90,7 @@ export function createTaskHandler(deps: TaskHandlerDeps) {
   }
 
   const interval = deps.progressIntervalMs ?? 500;
-  return async (env: Envelope<Task>, ctx: HandlerContext): Promise<void> => {
+  const runAttempt = async (env: Envelope<Task>, ctx: HandlerContext): Promise<void> => {
     const task = env.data;
     const taken = performance.now();
     const meta = { taskId: task.id, causationId: env.id, correlationId: env.correlationId };
@@ -215,6 +215,29 @@ export function createTaskHandler(deps: TaskHandlerDeps) {
       );
     } finally {
       release();
+    }
+  };
+
+  /**
+   * On the consumer's last delivery a failure of dispatch itself (the gateway could not issue a token, the
+   * sandbox could not be created, NATS refused a write) becomes a `failed` handoff and `task.finished`, so the
+   * planner retries the task or gives up on it instead of waiting for an attempt that will never run.
+   */
+  return async (env: Envelope<Task>, ctx: HandlerContext): Promise<void> => {
+    try {
+      await runAttempt(env, ctx);
+    } catch (err) {
+      if (!ctx.lastDelivery) throw err;
+      const task = env.data;
+      const reason = `dispatch gave up after ${ctx.deliveryCount} deliveries: ${(err as Error).message}`;
+      ctx.log.error({ err, runId: task.runId, taskId: task.id, attempt: task.attempt }, "dispatch gave up");
+      // `again`: when an earlier delivery's handoff went out after all, it stands and nothing more is said.
+      await publishOutcome(
+        task,
+        failedHandoff(task, reason, 0),
+        { taskId: task.id, causationId: env.id, correlationId: env.correlationId },
+        true,
+      );
     }
   };
 }
