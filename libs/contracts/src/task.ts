@@ -92,6 +92,37 @@ export const emptyMetrics = (): HandoffMetrics => ({
 });
 
 /**
+ * A synthetic `failed` handoff for an attempt that produced none (sandbox timed out, worker crashed, setup
+ * failed, dispatch gave up). `reason` becomes the summary and the only concern; metrics are zeroed except
+ * `durationMs` (wall time in ms, rounded, ≥ 0) and the agent's counters the worker reported before it was
+ * stopped (`seen`: the last progress line's tool calls and tokens); nothing was pushed, so there is no `head`. Pure.
+ */
+export function failedHandoff(
+  task: Task,
+  reason: string,
+  durationMs: number,
+  seen: { toolCalls?: number; tokens?: number } = {},
+): Handoff {
+  return {
+    taskId: task.id,
+    runId: task.runId,
+    status: "failed",
+    summary: reason,
+    filesChanged: [],
+    concerns: [reason],
+    suggestions: [],
+    metrics: {
+      ...emptyMetrics(),
+      durationMs: Math.max(0, Math.round(durationMs)),
+      toolCallCount: Math.max(0, Math.round(seen.toolCalls ?? 0)),
+      tokensUsed: Math.max(0, Math.round(seen.tokens ?? 0)),
+    },
+    branch: task.branch,
+    task,
+  };
+}
+
+/**
  * What a planner model (root planner or subplanner) answers: `{ scratchpad, tasks: [...] }` as asked by
  * prompts/root-planner.md and prompts/subplanner.md. Only `description` is required per task; the planner
  * fills in ids, branches and defaults.

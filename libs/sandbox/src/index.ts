@@ -2,7 +2,7 @@
  * @longshot/sandbox: where workers and checks run. The `SandboxProvider` (task in → handoff out, branch
  * pushed from outside; checks in a sandbox), its backends (`local`: bubblewrap boxes; `unsafe-local`: plain
  * processes; `modal`: Modal sandboxes), the box primitive, the model relay, and the helpers dispatchers
- * share (`failedHandoff`, `workerDeadlineMs`, `workerEnv`). The Modal backend is its own entry point,
+ * share (`abortReason`, `workerDeadlineMs`, `workerEnv`). The Modal backend is its own entry point,
  * `@longshot/sandbox/modal`: the `modal` SDK (~34 MB of resident memory, ~0.25 s to load) is loaded only by a
  * process that uses it (`sandboxBackendFromConfig` with `SANDBOX_PROVIDER=modal`).
  */
@@ -36,7 +36,7 @@ export {
   planChecks,
   planChecksAt,
 } from "./checks.ts";
-export { abortReason, failedHandoff } from "./failed-handoff.ts";
+export { abortReason } from "./failed-handoff.ts";
 export { SandboxProviderError, sandboxBackendFromConfig, sandboxProviderFromConfig } from "./from-config.ts";
 export { createLocalBackend, type LocalBackendOptions } from "./local.ts";
 export {

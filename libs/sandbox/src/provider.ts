@@ -4,12 +4,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import type { Handoff, SweepCheck, Task, WorkerInput } from "@longshot/contracts";
-import { WorkerLine } from "@longshot/contracts";
+import { failedHandoff, WorkerLine } from "@longshot/contracts";
 import type { RepoMirror } from "@longshot/git";
 import type { Logger } from "@longshot/log";
 import type { SandboxBackend, SandboxCapabilities, SandboxHandle } from "./backend.ts";
 import type { BoxLimits } from "./box.ts";
-import { abortReason, failedHandoff } from "./failed-handoff.ts";
+import { abortReason } from "./failed-handoff.ts";
 import { createModelRelay } from "./model-relay.ts";
 import { workerDeadlineMs, workerEnv } from "./policy.ts";
 

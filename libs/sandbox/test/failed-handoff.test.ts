@@ -1,6 +1,6 @@
-import { Handoff, Task } from "@longshot/contracts";
+import { failedHandoff, Handoff, Task } from "@longshot/contracts";
 import { describe, expect, it } from "vitest";
-import { abortReason, failedHandoff, workerDeadlineMs, workerEnv } from "../src/index.ts";
+import { abortReason, workerDeadlineMs, workerEnv } from "../src/index.ts";
 
 const task = Task.parse({
   id: "t-9",

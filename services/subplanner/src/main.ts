@@ -29,9 +29,23 @@ runService("subplanner", async ({ config, log, bus, metrics }) => {
   const resumed = await subplanner.resume();
   if (resumed) log.info({ resumed }, "resumed unfinished decompositions");
   const consumptions = await Promise.all([
-    bus.consume(Consumers.subplanner, envelopeDecoder(TaskMessage), (env) => subplanner.onParent(env.data), {
-      concurrency: 8,
-    }),
+    bus.consume(
+      Consumers.subplanner,
+      envelopeDecoder(TaskMessage),
+      async (env, ctx) => {
+        try {
+          await subplanner.onParent(env.data);
+        } catch (err) {
+          // The last delivery answers for the parent, so the root planner is never left waiting on it.
+          if (!ctx.lastDelivery) throw err;
+          await subplanner.giveUp(
+            env.data,
+            `decomposition gave up after ${ctx.deliveryCount} deliveries: ${(err as Error).message}`,
+          );
+        }
+      },
+      { concurrency: 8 },
+    ),
     bus.consume(
       Consumers.subplannerHandoffs,
       envelopeDecoder(HandoffMessage),

@@ -11,6 +11,7 @@ import {
 } from "@longshot/bus";
 import {
   Buckets,
+  failedHandoff,
   type Handoff,
   HandoffMessage,
   type Task,
@@ -397,6 +398,38 @@ export function createSubplanner(deps: SubplannerDeps) {
         }
       }
       return n;
+    },
+
+    /**
+     * Answers parent `task` with a `failed` handoff and `task.finished` under the ids of its normal outcome
+     * (`handoff-<run>-<task>-<attempt>`), for a parent whose decomposition could not even be recorded (the
+     * consumer's last delivery): the root planner then retries or gives up on it instead of waiting. A real
+     * outcome already published stands (JetStream drops the repeat).
+     */
+    async giveUp(task: Task, reason: string): Promise<void> {
+      const { ack } = await deps.bus.publish(HandoffMessage, [task.runId], failedHandoff(task, reason, 0), {
+        runId: task.runId,
+        taskId: task.id,
+        id: `handoff-${task.runId}-${task.id}-${task.attempt}`,
+      });
+      if (ack.duplicate) return;
+      await deps.bus.publishEvent(
+        "task.finished",
+        task.runId,
+        {
+          taskId: task.id,
+          attempt: task.attempt,
+          status: "failed",
+          summary: reason.slice(0, 500),
+          durationMs: 0,
+          tokensUsed: 0,
+        },
+        { taskId: task.id, id: `finished-${task.runId}-${task.id}-${task.attempt}` },
+      );
+      deps.log.error(
+        { runId: task.runId, taskId: task.id, attempt: task.attempt, reason },
+        "parent given up",
+      );
     },
 
     /**

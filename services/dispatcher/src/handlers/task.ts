@@ -1,6 +1,13 @@
 import type { Bus, HandlerContext, ScopeLeases } from "@longshot/bus";
-import { type Envelope, type Handoff, HandoffMessage, type Task, type WorkerLine } from "@longshot/contracts";
-import { failedHandoff, type SandboxLlm, type SandboxProvider } from "@longshot/sandbox";
+import {
+  type Envelope,
+  failedHandoff,
+  type Handoff,
+  HandoffMessage,
+  type Task,
+  type WorkerLine,
+} from "@longshot/contracts";
+import type { SandboxLlm, SandboxProvider } from "@longshot/sandbox";
 import type { AttemptHistory } from "../adapters/attempt-history.ts";
 import type { Cancellations } from "../adapters/cancellations.ts";
 import type { TokenIssuer } from "../adapters/gateway-tokens.ts";
