@@ -21,7 +21,7 @@
  *   and the worker of every fix task `fix-NNN`, which writes the fixed files whole.
  *
  * A worker conversation runs one turn of `write` calls, one turn of `edit` calls (if any), one `bash` turn
- * running `node --test`, then the final text with the fenced ```json handoff. Calls in one turn touch
+ * running `npm test`, then the final text with the fenced ```json handoff. Calls in one turn touch
  * different files, so Pi may run them in parallel.
  *
  * Before writing it checks scopes (each worker's changes, subtask scopes disjoint subsets of the parent's,
@@ -203,8 +203,10 @@ function finalTurn(status: string, text: HandoffText, changed: string[]): { cont
 }
 
 const bash = (command: string) => ({ toolCalls: [{ name: "bash", arguments: { command } }] });
+/** How a worker runs the target's tests: its `test` script (`node --test --test-isolation=none`). */
+const TEST_COMMAND = "npm test";
 
-/** The turns of an ordinary worker: writes, edits, `node --test`, handoff. */
+/** The turns of an ordinary worker: writes, edits, `npm test`, handoff. */
 function workerTurns(c: WorkerChanges, status: string, text: HandoffText): unknown[] {
   const turns: unknown[] = [];
   if (c.writes.length > 0) turns.push({ toolCalls: c.writes });
@@ -213,7 +215,7 @@ function workerTurns(c: WorkerChanges, status: string, text: HandoffText): unkno
       toolCalls: c.edits.map((e) => ({ name: "edit", arguments: { path: e.path, edits: e.edits } })),
     });
   }
-  turns.push(bash("node --test"));
+  turns.push(bash(TEST_COMMAND));
   turns.push(finalTurn(status, text, c.changed));
   return turns;
 }
@@ -377,7 +379,7 @@ export async function buildScript(): Promise<unknown> {
       [
         { toolCalls: cfChanges.writes },
         bash(CONTINUE_REBASE),
-        bash("node --test"),
+        bash(TEST_COMMAND),
         finalTurn("complete", cf, cfChanges.changed),
       ],
     ),
@@ -450,7 +452,7 @@ export async function buildScript(): Promise<unknown> {
         "/^## Task: fix-\\d+\\n/",
         [
           { toolCalls: fixChanges.writes },
-          bash("node --test"),
+          bash(TEST_COMMAND),
           finalTurn("complete", fix, fixChanges.changed),
         ],
       ),

@@ -292,14 +292,14 @@ describe("examples/todo-api and its sim-llm script", () => {
 
   /**
    * Plays one worker session in the current checkout of `repo`: asks sim-llm turn by turn, applies `write`
-   * and `edit` calls, hands `bash` commands to `onBash` (default: only `node --test` is expected, and the
+   * and `edit` calls, hands `bash` commands to `onBash` (default: only `npm test` is expected, and the
    * test runs the tests itself), and returns the files touched and the parsed handoff.
    */
   async function playWorker(
     label: string,
     prompt: string,
     onBash: (command: string) => Promise<string> = async (command) => {
-      expect(command, `${label} runs an unexpected command`).toBe("node --test");
+      expect(command, `${label} runs an unexpected command`).toBe("npm test");
       return "ok";
     },
   ): Promise<{ touched: string[]; handoff: Handoff }> {
@@ -374,7 +374,7 @@ describe("examples/todo-api and its sim-llm script", () => {
     expect(workerConversations(prompt)).toEqual([`worker ${id}-cf`]);
     let continued = false;
     const { touched, handoff } = await playWorker(cfTask.id, prompt, async (command) => {
-      if (command === "node --test") return "ok";
+      if (command === "npm test") return "ok";
       expect(command).toBe(CONTINUE_REBASE);
       const r = await run("sh", ["-c", command], repo);
       expect(r.code, `${command}:\n${r.stdout}${r.stderr}`).toBe(0);

@@ -38,8 +38,13 @@ export function installShutdown(server: Server, options: ShutdownOptions = {}): 
         server.closeAllConnections();
       }, graceMs);
       timer.unref();
+      // A request that finishes during the grace period leaves its keep-alive connection idle: close those as
+      // they appear instead of waiting for the client's keep-alive timeout.
+      const idle = setInterval(() => server.closeIdleConnections(), 50);
+      idle.unref();
       server.close(() => {
         clearTimeout(timer);
+        clearInterval(idle);
         resolve(code);
       });
       server.closeIdleConnections();
